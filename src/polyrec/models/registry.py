@@ -1,0 +1,33 @@
+"""Model registry: name -> class, imported lazily. Adding a model = one file + one line here."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from polyrec.errors import PolyrecError
+
+if TYPE_CHECKING:
+    from polyrec.models.base import Recommender
+
+MODELS: dict[str, str] = {
+    "pop": "polyrec.models.classic.pop:Pop",
+    "itemknn": "polyrec.models.classic.itemknn:ItemKNN",
+    "ease": "polyrec.models.classic.ease:EASE",
+    "bpr": "polyrec.models.classic.bpr:BPRMF",
+    "als": "polyrec.models.classic.als:ALS",
+}
+
+
+def available_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(MODELS)
+
+
+def get_model_class(name: str) -> type[Recommender]:
+    """The class registered under ``name`` (case-insensitive)."""
+    key = name.lower()
+    if key not in MODELS:
+        raise PolyrecError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    module, _, attr = MODELS[key].partition(":")
+    return getattr(importlib.import_module(module), attr)
