@@ -85,6 +85,7 @@ class Dataset:
         item_data: per-item side data (title, categories, ...), row i = internal item i.
         user_data: per-user side data, row u = internal user u.
         item_vectors: named dense item feature matrices, shape (n_items, d).
+        interaction_data: per-interaction side data (e.g. review text), row j = interaction j.
         name: the dataset's name as resolved (e.g. ``ml-100k``).
     """
 
@@ -97,6 +98,7 @@ class Dataset:
     item_data: pd.DataFrame | None = None
     user_data: pd.DataFrame | None = None
     item_vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    interaction_data: pd.DataFrame | None = None
     name: str = "custom"
 
     def __post_init__(self) -> None:
@@ -116,6 +118,10 @@ class Dataset:
             if np.isnan(self.ratings).any():
                 row = int(np.flatnonzero(np.isnan(self.ratings))[0])
                 raise PolyrecError(f"rating is NaN at interaction {row}")
+        if self.interaction_data is not None and len(self.interaction_data) != n:
+            raise PolyrecError(
+                f"interaction_data has {len(self.interaction_data)} rows, expected {n}"
+            )
         if n and (self.users.min() < 0 or self.users.max() >= len(self.user_ids)):
             raise PolyrecError("user index out of range of user_ids")
         if n and (self.items.min() < 0 or self.items.max() >= len(self.item_ids)):
@@ -195,6 +201,9 @@ class Dataset:
                 "items": self.items[mask],
                 "timestamps": None if self.timestamps is None else self.timestamps[mask],
                 "ratings": None if self.ratings is None else self.ratings[mask],
+                "interaction_data": None
+                if self.interaction_data is None
+                else self.interaction_data.iloc[mask].reset_index(drop=True),
             }
         return Dataset(
             user_ids=self.user_ids,

@@ -207,7 +207,7 @@ def _topk_frame(rows: np.ndarray, vals: torch.Tensor, idx: torch.Tensor) -> pd.D
 
 
 def _to_torch(state: dict[str, Any]) -> dict[str, Any]:
-    """numpy arrays -> tensors (and sparse matrices -> their CSR parts) so weights_only load works."""
+    """numpy arrays -> tensors, sparse matrices -> their CSR parts: loadable with weights_only."""
     out: dict[str, Any] = {}
     for key, val in state.items():
         if sp.issparse(val):
