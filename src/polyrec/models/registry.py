@@ -16,6 +16,7 @@ MODELS: dict[str, str] = {
     "ease": "polyrec.models.classic.ease:EASE",
     "bpr": "polyrec.models.classic.bpr:BPRMF",
     "als": "polyrec.models.classic.als:ALS",
+    "gfcf": "polyrec.models.graph.gfcf:GFCF",
 }
 
 

@@ -1,0 +1,1 @@
+"""Graph collaborative filtering: shared normalized adjacency and graph models."""
