@@ -108,7 +108,7 @@ class BeyondAccuracy:
         cum_valid = np.cumsum(valid, axis=1)
         for j, k in enumerate(self.ks):
             last = min(k, items.shape[1]) - 1
-            self.counts[j] += np.bincount(items[:, : k][valid[:, :k]], minlength=self.n_items)
+            self.counts[j] += np.bincount(items[:, :k][valid[:, :k]], minlength=self.n_items)
             per_user[f"novelty@{k}"] = cum_info[:, last] / np.maximum(cum_valid[:, last], 1)
         if self.unit is not None:
             for k, val in intra_list_diversity(items, valid, self.unit, self.ks).items():

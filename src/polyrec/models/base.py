@@ -124,8 +124,8 @@ class Recommender(ABC):
         internal = self.item_ids.to_internal(items, what="item")
         with torch.inference_mode():
             scores = self._similar(internal).float()
-        scores[torch.arange(len(internal)), torch.from_numpy(internal)] = -torch.inf
-        vals, idx = topk(scores, k)
+            scores[torch.arange(len(internal)), torch.from_numpy(internal)] = -torch.inf
+            vals, idx = topk(scores, k)
         out = _topk_frame(internal, vals, idx).rename(columns={"user": "query_item"})
         out["query_item"] = self.item_ids.to_external(out["query_item"].to_numpy())
         out["item"] = self.item_ids.to_external(out["item"].to_numpy())

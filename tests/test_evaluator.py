@@ -1,0 +1,269 @@
+"""The full-ranking / sampled evaluator on tiny fake models with known rankings."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from polyrec.data.dataset import Dataset, IdMap
+from polyrec.errors import PolyrecError
+from polyrec.eval import SampledSpec, evaluate
+from polyrec.eval.evaluator import _sample_negatives
+from polyrec.models.base import Recommender
+
+
+class MatrixModel(Recommender):
+    """Scores every user from a fixed (n_users, n_items) matrix."""
+
+    name = "matrix"
+
+    def __init__(self, scores: np.ndarray) -> None:
+        super().__init__()
+        self.matrix = torch.as_tensor(np.asarray(scores), dtype=torch.float32)
+
+    def _fit(self, train: Dataset, valid: Dataset | None) -> None:
+        assert self.matrix.shape == (train.n_users, train.n_items)
+
+    def _score(self, users: np.ndarray) -> torch.Tensor:
+        return self.matrix[torch.from_numpy(users)]
+
+    def _get_state(self) -> dict[str, Any]:
+        return {"matrix": self.matrix}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.matrix = state["matrix"]
+
+
+def _pairs(users: list[int], items: list[int], uid: IdMap, iid: IdMap) -> Dataset:
+    return Dataset(users=np.array(users), items=np.array(items), user_ids=uid, item_ids=iid)
+
+
+@pytest.fixture
+def tiny() -> tuple[MatrixModel, Dataset, Dataset]:
+    """4 users x 5 items.
+
+    train: u0 {0, 1}, u1 {2}, u2 {0}, u3 {3};  test: u0 {2, 4}, u1 {0}, u2 {0} (also in train)
+    """
+    uid, iid = IdMap(np.arange(4)), IdMap(np.arange(5))
+    train = _pairs([0, 0, 1, 2, 3], [0, 1, 2, 0, 3], uid, iid)
+    test = _pairs([0, 0, 1, 2], [2, 4, 0, 0], uid, iid)
+    scores = np.array(
+        [
+            [5, 4, 3, 2, 1],  # masked {0,1} -> ranking 2, 3, 4
+            [0, 1, 9, 1, 1],  # masked {2}   -> 1, 3, 4 (tie: lower index first), then 0
+            [9, 0, 0, 0, 0],  # masked {0}   -> 1, 2, 3, 4; its test item 0 is masked
+            [0, 0, 0, 0, 0],  # no test item: skipped
+        ]
+    )
+    return MatrixModel(scores).fit(train), train, test
+
+
+def test_full_ranking_hand_computed(tiny):
+    model, _, test = tiny
+    res = evaluate(model, test, ks=(1, 3, 5))
+    np.testing.assert_array_equal(res.users, [0, 1, 2])
+    p = res.protocol
+    assert p["mode"] == "full" and p["ks"] == [1, 3, 5]
+    assert p["n_users"] == 3 and p["skipped_users"] == 1 and p["n_items"] == 5
+    assert p["n_test_interactions"] == 4 and p["masked_test_interactions"] == 1
+    assert p["exclude"] == ["model.seen(nnz=5)"]
+    pu = res.per_user
+    # u0: hits at ranks 1 and 3 of (2, 3, 4), |R| = 2
+    # u1: its test item 0 is at rank 4 (after the tied 1, 3, 4)
+    # u2: item 0 is masked; it fills rank 5 with -inf and must not count as a hit
+    np.testing.assert_allclose(pu["recall@1"], [1 / 2, 0, 0])
+    np.testing.assert_allclose(pu["recall@3"], [1, 0, 0])
+    np.testing.assert_allclose(pu["recall@5"], [1, 1, 0])
+    np.testing.assert_allclose(pu["mrr@5"], [1, 1 / 4, 0])
+    # u0 ndcg@3: DCG = 1 + 1/log2(4) = 1.5, IDCG = 1 + 1/log2(3); u1 ndcg@5 = 1/log2(5)
+    np.testing.assert_allclose(pu["ndcg@3"], [1.5 / (1 + 1 / math.log2(3)), 0, 0])
+    np.testing.assert_allclose(pu["ndcg@5"][1], 1 / math.log2(5))
+    np.testing.assert_allclose(pu["precision@3"], [2 / 3, 0, 0])
+    np.testing.assert_allclose(pu["map@3"], [(1 + 2 / 3) / 2, 0, 0])  # (P@1 + P@3) / min(2, 3)
+    np.testing.assert_allclose(pu["hr@5"], [1, 1, 0])
+    assert res.summary["recall@5"] == pytest.approx(2 / 3)
+    assert res.summary["mrr@5"] == pytest.approx((1 + 1 / 4) / 3)
+
+
+def test_k_larger_than_catalogue_and_duplicate_test_pairs(tiny):
+    model, train, _ = tiny
+    uid, iid = train.user_ids, train.item_ids
+    test = _pairs([0, 0, 0, 1], [2, 4, 4, 0], uid, iid)  # (u0, 4) twice: one relevant item
+    res = evaluate(model, test, ks=(5, 8))
+    assert res.protocol["n_test_interactions"] == 3
+    # the 5-item list is padded with misses: recall as at K = 5, precision divides by 8
+    np.testing.assert_allclose(res.per_user["recall@8"], [1, 1])
+    np.testing.assert_allclose(res.per_user["precision@8"], [2 / 8, 1 / 8])
+    np.testing.assert_allclose(res.per_user["ndcg@8"], res.per_user["ndcg@5"])
+    assert res.summary["coverage@8"] == 1.0
+
+
+def test_beyond_accuracy_in_full_ranking(tiny):
+    model, _, test = tiny
+    vectors = np.eye(5)  # orthogonal items: every pair has 1 - cos = 1
+    res = evaluate(model, test, ks=(1, 3, 5), item_vectors=vectors)
+    s = res.summary
+    # top-1: u0 -> 2, u1 -> 1, u2 -> 1: counts [0, 2, 1, 0, 0]
+    assert s["coverage@1"] == pytest.approx(2 / 5)
+    assert s["gini@1"] == pytest.approx(10 / (5 * 3))  # sorted weights (2j - 6): 2*1 + 4*2 = 10
+    # top-3: {2, 3, 4} + {1, 3, 4} + {1, 2, 3}; top-5 only counts unmasked slots: all 5 items
+    assert s["coverage@3"] == pytest.approx(4 / 5) and s["coverage@5"] == 1.0
+    # 4 users with training items; self-information: item 0 (2 users) -> 1, others (<=1) -> 2
+    # u1's top-5 is 1, 3, 4, 0 (item 2 masked): (2 + 2 + 2 + 1) / 4
+    np.testing.assert_allclose(res.per_user["novelty@5"], [2, 1.75, 2])
+    np.testing.assert_allclose(res.per_user["ild@5"], [1, 1, 1])
+    assert res.per_user["ild@1"].tolist() == [0, 0, 0]  # no pair in a 1-item list
+    assert "ild@5" not in evaluate(model, test, ks=(5,)).summary
+    assert set(evaluate(model, test, ks=(5,), beyond=False).summary) == {
+        f"{m}@5" for m in ("recall", "ndcg", "hr", "mrr", "precision", "map")
+    }
+
+
+def test_exclude_controls_masking(tiny):
+    model, train, test = tiny
+    res = evaluate(model, test, ks=(3,), exclude=[])
+    # unmasked u0 ranking 0, 1, 2: test item 2 at rank 3; u2's item 0 is now at rank 1
+    np.testing.assert_allclose(res.per_user["recall@3"], [1 / 2, 0, 1])
+    assert res.protocol["exclude"] == [] and res.protocol["masked_test_interactions"] == 0
+    extra = sp.csr_matrix(([1.0], ([0], [2])), shape=(4, 5))
+    res = evaluate(model, test, ks=(3,), exclude={"train": train.binary_csr, "valid": extra})
+    # u0 now also has item 2 masked: ranking 3, 4, ... -> only item 4 (rank 2) is hit
+    np.testing.assert_allclose(res.per_user["recall@3"], [1 / 2, 0, 0])
+    assert res.protocol["exclude"] == ["train(nnz=5)", "valid(nnz=1)"]
+    assert res.protocol["masked_test_interactions"] == 2
+
+
+def test_users_subset_and_errors(tiny):
+    model, train, test = tiny
+    res = evaluate(model, test, ks=(3,), users=[3, 0])
+    np.testing.assert_array_equal(res.users, [0])
+    assert res.protocol["skipped_users"] == 1
+    with pytest.raises(PolyrecError, match="no user with a test interaction"):
+        evaluate(model, test, users=[3])
+    with pytest.raises(PolyrecError, match="out of range"):
+        evaluate(model, test, users=[7])
+    with pytest.raises(PolyrecError, match="must be a sparse users x items"):
+        evaluate(model, test, exclude=[np.zeros((4, 5))])
+    with pytest.raises(PolyrecError, match="unknown metric"):
+        evaluate(model, test, metrics=("auc",))
+    other = _pairs([0], [0], IdMap(np.arange(4)), IdMap(np.arange(6)))
+    with pytest.raises(PolyrecError, match="share the model's id maps"):
+        evaluate(model, other)
+    nan_model = MatrixModel(np.full((4, 5), np.nan)).fit(train)
+    with pytest.raises(PolyrecError, match="NaN"):
+        evaluate(nan_model, test)
+
+
+def test_record_is_json_ready(tiny):
+    model, _, test = tiny
+    rec = evaluate(model, test, ks=(1, 3)).to_record()
+    assert set(rec) == {"metrics", "protocol", "eval_seconds"}
+    assert "ndcg@3" in rec["metrics"] and "coverage@3" in rec["metrics"]
+    json.dumps(rec)
+
+
+# ---------------------------------------------------------------------- larger random cases
+def _random_split(n_users: int, n_items: int, n_train: int, n_test: int, seed: int = 0):
+    """Each user gets n_train train and n_test disjoint test items."""
+    rng = np.random.default_rng(seed)
+    perm = np.argsort(rng.random((n_users, n_items)), axis=1)
+    uid, iid = IdMap(np.arange(n_users)), IdMap(np.arange(n_items))
+    users = np.arange(n_users)
+    train = Dataset(np.repeat(users, n_train), perm[:, :n_train].ravel(), uid, iid)
+    test = Dataset(np.repeat(users, n_test), perm[:, n_train : n_train + n_test].ravel(), uid, iid)
+    return train, test
+
+
+def test_oracle_gets_perfect_scores():
+    train, test = _random_split(60, 40, 5, 3)
+    oracle = MatrixModel(test.binary_csr.toarray()).fit(train)
+    res = evaluate(oracle, test, ks=(3, 10))
+    for m in ("recall", "ndcg", "hr", "mrr", "map"):
+        assert res.summary[f"{m}@3"] == pytest.approx(1.0), m
+        assert res.summary[f"{m}@10"] == pytest.approx(1.0), m
+    assert res.summary["precision@3"] == pytest.approx(1.0)
+    assert res.summary["precision@10"] == pytest.approx(0.3)
+
+
+def test_batch_size_does_not_change_results_even_with_ties():
+    train, test = _random_split(50, 30, 4, 3, seed=1)
+    rng = np.random.default_rng(2)
+    scores = rng.integers(0, 3, size=(50, 30))  # many ties
+    model = MatrixModel(scores).fit(train)
+    vectors = rng.random((30, 4))
+    a = evaluate(model, test, ks=(5, 10), batch_size=1, item_vectors=vectors)
+    b = evaluate(model, test, ks=(5, 10), batch_size=1024, item_vectors=vectors)
+    c = evaluate(model, test, ks=(5, 10), batch_size=7, item_vectors=vectors, progress=True)
+    assert "ild@10" in a.per_user
+    for key in a.per_user:
+        np.testing.assert_array_equal(a.per_user[key], b.per_user[key])
+        np.testing.assert_array_equal(a.per_user[key], c.per_user[key])
+    assert a.summary == pytest.approx(b.summary)
+
+
+def test_ties_rank_lower_item_index_first():
+    train, test = _random_split(20, 10, 2, 1, seed=3)
+    res = evaluate(MatrixModel(np.zeros((20, 10))).fit(train), test, ks=(10,))
+    # all scores equal: the ranking is the unmasked items in index order
+    seen = train.binary_csr.toarray().astype(bool)
+    target = test.items[np.argsort(test.users)]
+    expected_rank = np.array([(~seen[u, :t]).sum() + 1 for u, t in enumerate(target)])
+    np.testing.assert_allclose(res.per_user["mrr@10"], 1 / expected_rank)
+
+
+# ---------------------------------------------------------------------- sampled
+def test_sampled_mode_is_labelled_and_differs():
+    train, test = _random_split(40, 300, 10, 2, seed=4)
+    rng = np.random.default_rng(5)
+    model = MatrixModel(rng.random((40, 300))).fit(train)
+    full = evaluate(model, test, ks=(10,))
+    uni = evaluate(model, test, ks=(10,), sampled=SampledSpec())
+    pop = evaluate(model, test, ks=(10,), sampled=SampledSpec(strategy="popularity", seed=1))
+    assert full.protocol["mode"] == "full"
+    assert uni.protocol["mode"] == "sampled-uni100" and uni.protocol["n_negatives"] == 100
+    assert pop.protocol["mode"] == "sampled-pop100"
+    assert "coverage@10" not in uni.summary
+    # a random scorer: full-ranking HR@10 of 2 items in ~290 is ~7%, sampled 1+100 is ~10%
+    assert uni.summary["hr@10"] > full.summary["hr@10"]
+    again = evaluate(model, test, ks=(10,), sampled=SampledSpec(), batch_size=3)
+    np.testing.assert_array_equal(again.per_user["ndcg@10"], uni.per_user["ndcg@10"])
+
+
+def test_sampled_ties_and_ranks_hand_computed():
+    uid, iid = IdMap(np.arange(2)), IdMap(np.arange(20))
+    train = _pairs([0, 1], [5, 5], uid, iid)
+    test = _pairs([0, 1, 1], [0, 19, 0], uid, iid)
+    model = MatrixModel(np.zeros((2, 20))).fit(train)
+    res = evaluate(model, test, ks=(1, 10), sampled=SampledSpec(n_negatives=4))
+    # all scores tie: item 0 beats every negative (rank 1); item 19 loses to all 4 (rank 5).
+    # u1 averages its two test interactions: mrr = (1/5 + 1) / 2, ndcg = (1/log2(6) + 1) / 2
+    np.testing.assert_allclose(res.per_user["mrr@10"], [1, (1 / 5 + 1) / 2])
+    np.testing.assert_allclose(res.per_user["ndcg@10"], [1, (1 / math.log2(6) + 1) / 2])
+    np.testing.assert_allclose(res.per_user["hr@1"], [1, 0.5])
+    assert res.protocol["mode"] == "sampled-uni4"
+
+
+def test_negatives_avoid_history_and_are_reproducible():
+    history = sp.csr_matrix(np.array([[1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1]], dtype=np.float32))
+    train = history
+    spec = SampledSpec(n_negatives=50, seed=7)
+    neg = _sample_negatives(np.array([0, 1]), np.array([2, 1]), history, train, spec)
+    assert neg.shape == (3, 50)
+    assert set(neg[:2].ravel()) <= {3, 4, 5} and set(neg[2].ravel()) <= {0, 1, 2, 3}
+    again = _sample_negatives(np.array([0, 1]), np.array([2, 1]), history, train, spec)
+    np.testing.assert_array_equal(neg, again)
+    pop = SampledSpec(n_negatives=50, strategy="popularity")
+    # training popularity is 0 for item 3: popularity sampling never draws it
+    neg = _sample_negatives(np.array([0, 1]), np.array([1, 1]), history, train, pop)
+    assert set(neg[0]) <= {4, 5} and set(neg[1]) <= {0, 1, 2}
+    full = sp.csr_matrix(np.array([[1, 1, 1, 0, 1, 1]], dtype=np.float32))
+    with pytest.raises(PolyrecError, match="no item left"):
+        _sample_negatives(np.array([0]), np.array([1]), full, full, pop)
+    with pytest.raises(PolyrecError, match="strategy"):
+        SampledSpec(strategy="zipf")  # type: ignore[arg-type]
