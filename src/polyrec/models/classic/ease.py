@@ -90,7 +90,7 @@ def ease_weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
 
 
 def _spd_inverse_(a: np.ndarray, block: int) -> None:
-    """Invert the symmetric positive definite C-ordered ``a`` in place (Cholesky)."""
+    """Invert the symmetric positive definite, C-contiguous ``a`` in place (Cholesky)."""
     # a.T is the same symmetric matrix in Fortran order, so LAPACK works on a's memory without
     # a copy; its lower triangle is a's upper triangle.
     c, info = lapack.dpotrf(a.T, lower=True, overwrite_a=True, clean=False)
@@ -98,8 +98,7 @@ def _spd_inverse_(a: np.ndarray, block: int) -> None:
         c, info = lapack.dpotri(c, lower=True, overwrite_c=True)
     if info != 0:
         raise PolyrecError(f"ease: X^T X + l2 I is not positive definite (LAPACK info={info})")
-    if not np.shares_memory(c, a):
-        a[...] = c.T
+    assert np.shares_memory(c, a), "LAPACK copied the matrix instead of working in place"
     # only a's upper triangle holds the inverse: mirror it into the lower one, block by block
     n = a.shape[0]
     for start in range(0, n, block):

@@ -12,8 +12,9 @@ Each item keeps its ``k`` most similar items (its neighbours), stored as the spa
 ``N`` (row ``i`` = neighbours of ``i``). A user's score for item ``i`` sums the similarities of
 the neighbours of ``i`` that the user interacted with: ``score_u = x_u N^T``.
 
-``X^T X`` is computed one block of item rows at a time, so memory is bounded by the block
-(about ``_BLOCK_ELEMENTS`` dense entries) plus ``N``, never ``n_items^2``.
+``X^T X`` is computed as a sparse product one block of item rows at a time and each row's
+top-``k`` is selected on its stored co-occurrences, so memory is bounded by one block (at most
+``_BLOCK_ELEMENTS`` entries) plus ``N``, never ``n_items^2``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pydantic import Field
 from polyrec.data.dataset import Dataset
 from polyrec.models.base import ModelConfig, Recommender, sparse_from_state
 
-_BLOCK_ELEMENTS = 1 << 23  # dense similarity entries per block (32 MiB as float32)
+_BLOCK_ELEMENTS = 1 << 23  # bound on the item-item entries of one block
 
 
 class ItemKNNConfig(ModelConfig):
@@ -74,27 +75,30 @@ def item_similarity(x: sp.csr_matrix, *, k: int, shrink: float = 0.0) -> sp.csr_
 
     Returns an items x items float32 CSR matrix whose row ``i`` holds the (at most) ``k`` most
     similar items to ``i`` with their similarities; the diagonal and zero similarities are not
-    stored. Ties at the ``k``-th place are broken arbitrarily.
+    stored, and ties at the ``k``-th place keep the lower item index.
     """
     x = sp.csr_matrix(x, dtype=np.float32)
     n_items = x.shape[1]
-    k = min(k, n_items)
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0), dtype=np.float32).ravel())
     xt = x.T.tocsr()
     block = max(1, _BLOCK_ELEMENTS // max(1, n_items))
     rows, cols, vals = [], [], []
     for start in range(0, n_items, block):
-        stop = min(start + block, n_items)
-        sim = (xt[start:stop] @ x).toarray()
-        denom = norms[start:stop, None] * norms[None, :] + np.float32(shrink)
-        np.divide(sim, denom, out=sim, where=denom > 0)
-        sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        top_vals = np.take_along_axis(sim, top, axis=1)
-        keep = top_vals != 0.0
-        rows.append(np.broadcast_to(np.arange(start, stop)[:, None], top.shape)[keep])
-        cols.append(top[keep])
-        vals.append(top_vals[keep])
+        # co-occurrences of this block of items with all items, kept sparse
+        dots = xt[start : start + block] @ x
+        r = np.repeat(np.arange(start, start + dots.shape[0]), np.diff(dots.indptr))
+        c = dots.indices
+        v = dots.data / (norms[r] * norms[c] + np.float32(shrink))
+        keep = (r != c) & (v != 0)
+        r, c, v = r[keep], c[keep], v[keep]
+        # per row: by similarity descending, then item index; keep the first k
+        order = np.lexsort((c, -v, r))
+        r, c, v = r[order], c[order], v[order]
+        first = np.searchsorted(r, r, side="left")
+        top = np.arange(len(r)) - first < k
+        rows.append(r[top])
+        cols.append(c[top])
+        vals.append(v[top])
     w = sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
         shape=(n_items, n_items),
