@@ -40,9 +40,8 @@ class NegativeSampler(ABC):
     """
 
     def __init__(self, csr: sp.spmatrix, seed: int | np.random.Generator = 0) -> None:
-        m = sp.csr_matrix(csr)
-        if not m.has_sorted_indices:
-            m = m.sorted_indices()
+        m = sp.csr_matrix(csr, copy=True)
+        m.sum_duplicates()  # also sorts each row's indices
         self.n_users, self.n_items = m.shape
         self.indptr = m.indptr.astype(np.int64)
         self.degree = np.diff(self.indptr)
@@ -165,12 +164,18 @@ def bpr_triples(
     rng: np.random.Generator,
     sampler: NegativeSampler | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One epoch of BPR triples: every stored ``(user, item)`` of ``csr`` once, shuffled, with a
-    negative from ``sampler`` (uniform by default), all drawn from ``rng``.
-
-    Returns int64 arrays ``(users, positives, negatives)`` of length ``csr.nnz``.
+    """One epoch of BPR triples: every stored ``(user, item)`` of ``csr`` once, in random order,
+    with a negative from ``sampler`` (built on ``csr``; uniform by default), all drawn from
+    ``rng``. Returns int64 arrays ``(users, positives, negatives)`` of length ``csr.nnz``.
     """
-    sampler = sampler if sampler is not None else UniformNegativeSampler(csr)
-    order = rng.permutation(len(sampler.positives))
-    users, positives = sampler.rows[order], sampler.positives[order]
+    m = sp.csr_matrix(csr)
+    sampler = sampler if sampler is not None else UniformNegativeSampler(m)
+    if (sampler.n_users, sampler.n_items) != m.shape:
+        raise PolyrecError(
+            f"sampler is for a {sampler.n_users}x{sampler.n_items} matrix, "
+            f"not {m.shape[0]}x{m.shape[1]}"
+        )
+    order = rng.permutation(m.nnz)
+    users = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))[order]
+    positives = m.indices[order].astype(np.int64)
     return users, positives, sampler.sample(users, rng=rng)

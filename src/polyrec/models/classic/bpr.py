@@ -1,0 +1,88 @@
+"""BPR-MF: matrix factorisation trained with Bayesian Personalized Ranking.
+
+Rendle, Freudenthaler, Gantner, Schmidt-Thieme, "BPR: Bayesian Personalized Ranking from
+Implicit Feedback", UAI 2009. The score is ``x_ui = <U_u, V_i>`` and each training triple
+``(u, i, j)`` (``i`` a positive of ``u``, ``j`` a uniformly sampled non-positive) contributes
+``-ln sigma(x_ui - x_uj)`` (computed as ``softplus(x_uj - x_ui)``).
+
+Training follows the reference code of LightGCN (He et al., SIGIR 2020; gusye1234/
+LightGCN-PyTorch), whose MF baseline is this model: each epoch uses every training interaction
+once in random order, Adam, and the L2 penalty on the *batch's* embeddings
+``reg * (||U_u||^2 + ||V_i||^2 + ||V_j||^2) / 2``, averaged over the batch (the LightGCN code's
+``weight_decay * reg_loss``); embeddings start from N(0, ``init_std``^2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import ClassVar, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from polyrec.data.dataset import Dataset
+from polyrec.data.sampling import bpr_triples
+from polyrec.models.base import ModelConfig
+from polyrec.models.torch_base import TorchConfig, TorchRecommender
+
+
+class BPRConfig(TorchConfig):
+    """BPR-MF options (on top of the training options)."""
+
+    factors: int = Field(64, ge=1)
+    reg: float = Field(1e-4, ge=0)
+    init_std: float = Field(0.1, gt=0)
+    epochs: int = Field(100, ge=1)
+
+
+class _MF(torch.nn.Module):
+    """User and item embedding tables; ``forward`` gives what the BPR loss needs."""
+
+    def __init__(self, n_users: int, n_items: int, factors: int, init_std: float) -> None:
+        super().__init__()
+        self.user = torch.nn.Embedding(n_users, factors)
+        self.item = torch.nn.Embedding(n_items, factors)
+        torch.nn.init.normal_(self.user.weight, std=init_std)
+        torch.nn.init.normal_(self.item.weight, std=init_std)
+
+    def forward(
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x_ui``, ``x_uj`` (B,) and the squared L2 norm of the batch's embeddings (scalar)."""
+        u, i, j = self.user(users), self.item(pos), self.item(neg)
+        sq_norm = u.square().sum() + i.square().sum() + j.square().sum()
+        return (u * i).sum(-1), (u * j).sum(-1), sq_norm
+
+
+class BPRMF(TorchRecommender):
+    """Matrix factorisation with the BPR pairwise loss and uniform negative sampling."""
+
+    name = "bpr"
+    Config: ClassVar[type[ModelConfig]] = BPRConfig
+    config: BPRConfig
+
+    def _build(self, dims: dict[str, int]) -> torch.nn.Module:
+        return _MF(dims["n_users"], dims["n_items"], self.config.factors, self.config.init_std)
+
+    def _batches(
+        self, train: Dataset, rng: np.random.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        users, pos, neg = (torch.from_numpy(a) for a in bpr_triples(train.binary_csr, rng))
+        size = self.config.batch_size
+        for start in range(0, len(users), size):
+            stop = start + size
+            yield {"users": users[start:stop], "pos": pos[start:stop], "neg": neg[start:stop]}
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x_ui, x_uj, sq_norm = self.train_module(batch["users"], batch["pos"], batch["neg"])
+        return F.softplus(x_uj - x_ui).mean() + self.config.reg * 0.5 * sq_norm / len(x_ui)
+
+    def _score(self, users: np.ndarray) -> torch.Tensor:
+        mf = cast(_MF, self.module)
+        user_vectors = mf.user.weight[torch.from_numpy(users).to(self.device)]
+        return (user_vectors @ mf.item.weight.T).cpu()
+
+    def _item_embeddings(self) -> torch.Tensor:
+        return cast(_MF, self.module).item.weight.detach().cpu()
