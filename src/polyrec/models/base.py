@@ -69,6 +69,22 @@ class Recommender(ABC):
         return self
 
     @property
+    def mask_history_in_eval(self) -> bool:
+        """Whether evaluation masks the items a user already interacted with (the CF protocol).
+
+        Sequential models return their ``mask_history`` option: their protocol ranks all items.
+        """
+        return True
+
+    def set_histories(self, *datasets: Dataset) -> None:  # noqa: B027 (optional hook)
+        """Condition scoring on ``datasets`` as the users' histories (same id maps).
+
+        A no-op for models whose scores do not depend on a stored history; sequential models
+        use it to score the validation items from ``train`` and the test items from
+        ``train`` + ``valid``.
+        """
+
+    @property
     def n_items(self) -> int:
         self._check_fitted()
         assert self.item_ids is not None

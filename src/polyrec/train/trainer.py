@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 def validate(
     model: TorchRecommender, train: Dataset, valid: Dataset, ks: tuple[int, ...]
 ) -> dict[str, float]:
-    """Validation metrics (lower-case ``name@k``) by the shared evaluator, train items masked."""
-    result = evaluate(model, valid, exclude=[train.binary_csr], ks=ks, beyond=False)
+    """Validation metrics (lower-case ``name@k``) by the shared evaluator; train items are
+    masked when the model's protocol masks history (:attr:`Recommender.mask_history_in_eval`)."""
+    exclude = [train.binary_csr] if model.mask_history_in_eval else []
+    result = evaluate(model, valid, exclude=exclude, ks=ks, beyond=False)
     return {key: float(val) for key, val in result.summary.items()}
 
 
