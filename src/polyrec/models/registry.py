@@ -17,6 +17,12 @@ MODELS: dict[str, str] = {
     "bpr": "polyrec.models.classic.bpr:BPRMF",
     "als": "polyrec.models.classic.als:ALS",
     "gfcf": "polyrec.models.graph.gfcf:GFCF",
+    "lightgcn": "polyrec.models.graph.lightgcn:LightGCN",
+    "ngcf": "polyrec.models.graph.ngcf:NGCF",
+    "sasrec": "polyrec.models.sequential.sasrec:SASRec",
+    "bert4rec": "polyrec.models.sequential.bert4rec:BERT4Rec",
+    "gru4rec": "polyrec.models.sequential.gru4rec:GRU4Rec",
+    "hstu": "polyrec.models.sequential.hstu:HSTU",
 }
 
 

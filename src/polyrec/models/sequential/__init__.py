@@ -1,0 +1,202 @@
+"""Sequential recommenders: the next item from a user's time-ordered history.
+
+SASRec, BERT4Rec, GRU4Rec and HSTU share :class:`SequentialRecommender`, which keeps the users'
+histories and scores from them, and the sequence pipeline :mod:`polyrec.data.sequences`
+(tokens = item + 1, ``PAD = 0``, left padding, positions counted from the end).
+
+Histories. ``fit(train, valid)`` trains and validates on the ``train`` histories; when it
+returns, each user's history is ``train`` followed by ``valid`` (time order), which is what the
+leave-one-out test item follows. :meth:`SequentialRecommender.set_histories` replaces them
+(e.g. ``set_histories(train)`` to score the validation items again, or all data before
+serving), and :meth:`SequentialRecommender.score_histories` scores ad-hoc histories. A user
+without any history gets the training popularity ranking.
+
+Evaluation convention. The sequential protocol (SASRec, BERT4Rec and HSTU papers; leave-one-out,
+full ranking) does **not** mask the items of the history: the next item may be one seen before.
+Evaluate with ``evaluate(model, test, exclude=[])``. ``mask_history=True`` declares the other
+convention (the evaluator's default ``exclude``, i.e. training items masked, plus
+``{"train": ..., "valid": ...}`` for the test phase); :attr:`mask_history_in_eval` tells
+callers which one the model was configured for.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from polyrec.data.dataset import Dataset
+from polyrec.data.sequences import PAD, histories, merge_interactions, pad_histories, trim
+from polyrec.errors import PolyrecError
+from polyrec.models.base import ModelConfig
+from polyrec.models.torch_base import TorchConfig, TorchRecommender
+
+
+class SequentialConfig(TorchConfig):
+    """Options of every sequential model (on top of the training options)."""
+
+    max_len: int = Field(50, ge=2)
+    dim: int = Field(64, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    mask_history: bool = False
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(200, ge=1)
+
+
+class SequentialRecommender(TorchRecommender):
+    """A :class:`TorchRecommender` that scores from stored or given histories.
+
+    Subclasses implement ``_build``, ``_batches``, ``_loss`` and :meth:`_next_item_scores`;
+    ``uses_time`` models also receive the histories' timestamps.
+    """
+
+    Config: ClassVar[type[ModelConfig]] = SequentialConfig
+    config: SequentialConfig
+    uses_time: ClassVar[bool] = False
+
+    def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        self.histories = np.zeros((0, self.config.max_len), np.int64)
+        self.history_times: np.ndarray | None = None
+        self.popularity = torch.zeros(0)
+
+    @property
+    def mask_history_in_eval(self) -> bool:
+        """Whether evaluation should mask history items (``mask_history``; default no)."""
+        return self.config.mask_history
+
+    # ------------------------------------------------------------------ public
+    def set_histories(self, *datasets: Dataset) -> None:
+        """Make each user's history the time-ordered union of ``datasets`` (same id maps)."""
+        self._check_fitted()
+        merged = merge_interactions(*datasets)
+        if merged.item_ids != self.item_ids or merged.user_ids != self.user_ids:
+            raise PolyrecError("histories must come from datasets sharing the model's id maps")
+        self.histories, self.history_times = histories(
+            merged, self.config.max_len, times=self._with_time()
+        )
+
+    def score_histories(
+        self,
+        items: Sequence[np.ndarray | Sequence[int]],
+        timestamps: Sequence[np.ndarray | Sequence[float]] | None = None,
+    ) -> torch.Tensor:
+        """Scores of all items after each history of internal item indices (oldest first):
+        float32 ``(len(items), n_items)``. Models trained with timestamps need ``timestamps``."""
+        self._check_fitted()
+        if self._with_time() and timestamps is None:
+            raise PolyrecError(f"{self.name} was trained with timestamps: pass timestamps")
+        tokens, times = pad_histories(
+            items, self.n_items, self.config.max_len, timestamps if self._with_time() else None
+        )
+        with torch.inference_mode():
+            return self._score_tokens(tokens, times).float()
+
+    # ------------------------------------------------------------------ Recommender parts
+    def _fit(self, train: Dataset, valid: Dataset | None) -> None:
+        self.popularity = torch.from_numpy(train.item_popularity.astype(np.float32))
+        self.dims = self._dims(train)  # _with_time() reads it before the trainer sets it
+        self.set_histories(train)
+        super()._fit(train, valid)
+        if valid is not None:
+            self.set_histories(train, valid)
+
+    def _dims(self, train: Dataset) -> dict[str, int]:
+        with_time = self.uses_time and train.timestamps is not None
+        return {"n_users": train.n_users, "n_items": train.n_items, "time": int(with_time)}
+
+    def _score(self, users: np.ndarray) -> torch.Tensor:
+        tokens = self.histories[users]
+        times = None if self.history_times is None else self.history_times[users]
+        scores = self._score_tokens(tokens, times)
+        cold = torch.from_numpy(tokens[:, -1] == PAD)
+        if cold.any():
+            scores[cold] = self.popularity
+        return scores
+
+    def _score_tokens(self, tokens: np.ndarray, times: np.ndarray | None) -> torch.Tensor:
+        width = trim(tokens)
+        device = self.device
+        items = torch.from_numpy(np.ascontiguousarray(tokens[:, -width:])).to(device)
+        stamps = None if times is None else torch.from_numpy(times[:, -width:]).to(device)
+        return self._next_item_scores(items, stamps).cpu()
+
+    @abstractmethod
+    def _next_item_scores(self, items: torch.Tensor, times: torch.Tensor | None) -> torch.Tensor:
+        """Scores ``(B, n_items)`` of the item following each left-padded token row."""
+
+    def _with_time(self) -> bool:
+        return bool(self.dims.get("time", 0))
+
+    def _get_state(self) -> dict[str, Any]:
+        state = super()._get_state()
+        state.update(histories=self.histories, popularity=self.popularity)
+        if self.history_times is not None:
+            state["history_times"] = self.history_times
+        return state
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        super()._set_state(state)
+        self.histories = state["histories"].numpy()
+        self.popularity = state["popularity"]
+        times = state.get("history_times")
+        self.history_times = None if times is None else times.numpy()
+
+
+# ---------------------------------------------------------------------- shared layers
+def attention_mask(items: torch.Tensor, *, causal: bool) -> torch.Tensor:
+    """``(B, 1, L, L)`` bool, True where query ``t`` may use key ``s``: ``s`` is not padding and
+    (``causal``) ``s <= t``. A padding query uses only itself, so that its row is defined and
+    depends on nothing else; no real query ever uses padding."""
+    width = items.shape[1]
+    eye = torch.eye(width, dtype=torch.bool, device=items.device)
+    allowed = (items != PAD)[:, None, None, :]
+    if causal:
+        allowed = allowed & torch.ones_like(eye).tril()
+    return allowed | eye
+
+
+class SelfAttention(torch.nn.Module):
+    """Multi-head scaled dot-product self-attention (Vaswani et al. 2017) with an output
+    projection, through :func:`torch.nn.functional.scaled_dot_product_attention` (``dropout``
+    on the attention weights; 0 keeps PyTorch's fused kernel)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise PolyrecError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.heads, self.dropout = heads, dropout
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.out = torch.nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, L, dim)``, ``mask`` from :func:`attention_mask`."""
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+
+def init_weights(module: torch.nn.Module, std: float = 0.02) -> None:
+    """BERT-style initialisation: linear and embedding weights ~ N(0, std^2), biases 0."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.Linear | torch.nn.Embedding):
+            torch.nn.init.normal_(m.weight, std=std)
+        if isinstance(m, torch.nn.Linear) and m.bias is not None:
+            torch.nn.init.zeros_(m.bias)
+        if isinstance(m, torch.nn.Embedding) and m.padding_idx is not None:
+            with torch.no_grad():
+                m.weight[m.padding_idx].zero_()
+
+
+def positions(width: int, max_len: int, device: torch.device) -> torch.Tensor:
+    """Position indices of a left-padded window of ``width`` columns: counted from the end, so
+    the last column is always position ``max_len - 1``."""
+    return torch.arange(max_len - width, max_len, device=device)
