@@ -69,6 +69,7 @@ def test_early_stopping_stops_and_restores_best(
     model = BPRMF(epochs=10, patience=2, **FAST).fit(split.train, split.valid)
     assert [h["epoch"] for h in model.history] == [1, 2, 3, 4]  # 2 evaluations without gain
     assert model.best_epoch == 2
+    assert model.stop_reason == "early stopping after epoch 4"
     assert [h["valid"]["ndcg@10"] for h in model.history] == [0.1, 0.3, 0.2, 0.25]
     final = _weights(model)
     for key, value in final.items():
@@ -84,6 +85,27 @@ def test_eval_every_validates_on_schedule_and_last_epoch(
     assert [h["epoch"] for h in model.history if "valid" in h] == [3, 6, 7]
     assert model.best_epoch is None  # no metric: the last weights are kept
     assert torch.equal(_weights(model)["item.weight"], seen[2]["item.weight"])
+
+
+def test_epoch_callbacks_see_each_epoch_and_extend_its_entry(split: Split) -> None:
+    model = BPRMF(epochs=3, early_stopping=None, **FAST)
+    seen: list[tuple[int, bool]] = []
+
+    def callback(entry: dict) -> dict:
+        seen.append((entry["epoch"], model.module.training))
+        return {"norm": float(model.module.state_dict()["item.weight"].norm())}
+
+    model.epoch_callbacks.append(callback)
+    model.fit(split.train)
+    assert seen == [(1, False), (2, False), (3, False)]  # eval mode during the callback
+    assert all("norm" in h for h in model.history)
+    assert model.stop_reason == "3 epochs"
+
+
+def test_max_seconds_stops_after_the_epoch_that_spends_it(split: Split) -> None:
+    model = BPRMF(epochs=50, early_stopping=None, max_seconds=1e-9, **FAST).fit(split.train)
+    assert [h["epoch"] for h in model.history] == [1]
+    assert model.stop_reason.startswith("max_seconds")
 
 
 def test_unknown_early_stopping_metric(split: Split, monkeypatch: pytest.MonkeyPatch) -> None:

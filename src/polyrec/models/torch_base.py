@@ -17,7 +17,7 @@ A subclass sets ``name`` and ``Config`` (a :class:`TorchConfig` subclass) and im
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -46,6 +46,8 @@ class TorchConfig(ModelConfig):
     early_stopping: str | None = Field("ndcg@10", pattern=r"^[a-z_]+(@[0-9]+)?$")
     patience: int = Field(10, ge=1)
     eval_every: int = Field(1, ge=1)
+    # a CPU cannot always run a paper's hundreds of epochs: stop after the epoch that spends it
+    max_seconds: float | None = Field(None, gt=0)
     device: str = "cpu"
     progress: bool = True
 
@@ -63,7 +65,12 @@ class TorchRecommender(Recommender):
     """A :class:`Recommender` trained by the shared :class:`Trainer` (see module docstring).
 
     After ``fit``: ``module`` is the trained network (best validation epoch if early stopping),
-    ``history`` the per-epoch records and ``best_epoch`` the epoch whose weights were kept.
+    ``history`` the per-epoch records, ``best_epoch`` the epoch whose weights were kept and
+    ``stop_reason`` why training ended.
+
+    ``epoch_callbacks``: callables run on the main process after each epoch (and its
+    validation) with that epoch's history entry, the module in eval mode; a returned dict is
+    merged into the entry (e.g. test metrics of a learning curve, or a checkpoint path).
     """
 
     Config: ClassVar[type[ModelConfig]] = TorchConfig
@@ -76,6 +83,8 @@ class TorchRecommender(Recommender):
         self.dims: dict[str, int] = {}
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
+        self.stop_reason = ""
+        self.epoch_callbacks: list[Callable[[dict[str, Any]], dict[str, Any] | None]] = []
 
     @property
     def device(self) -> torch.device:
@@ -86,6 +95,7 @@ class TorchRecommender(Recommender):
         trainer = Trainer(self)
         trainer.fit(train, valid)
         self.history, self.best_epoch = trainer.history, trainer.best_epoch
+        self.stop_reason = trainer.stop_reason
 
     def _dims(self, train: Dataset) -> dict[str, int]:
         """Sizes ``_build`` needs, read from the training data and saved with the model."""

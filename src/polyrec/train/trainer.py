@@ -73,6 +73,7 @@ class Trainer:
         self.config: TorchConfig = model.config
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
+        self.stop_reason = ""
 
     def fit(self, train: Dataset, valid: Dataset | None = None) -> None:
         """Train ``self.model`` on ``train``; validate / early-stop on ``valid`` if given."""
@@ -91,6 +92,8 @@ class Trainer:
             stopper = _EarlyStopping(cfg.early_stopping, cfg.patience)
         best_state: dict[str, torch.Tensor] | None = None
         main = distributed.is_main_process()
+        self.stop_reason = f"{cfg.epochs} epochs"
+        training_seconds = 0.0
         try:
             with _progress(cfg.progress and main, model.name) as (bar, epochs_task, batches_task):
                 bar.update(epochs_task, total=cfg.epochs)
@@ -103,12 +106,22 @@ class Trainer:
                             improved, stop = self._decide(entry, stopper)
                     if improved:
                         self.best_epoch, best_state = epoch, _clone(model.module.state_dict())
+                    if main:
+                        self._callbacks(entry)
                     self.history.append(entry)
                     status = _status(entry, cfg.early_stopping)
                     bar.update(epochs_task, advance=1, status=status)
                     if main:
                         log.info("%s %s", model.name, status)
+                    training_seconds += entry["seconds"]
                     if stop:
+                        self.stop_reason = f"early stopping after epoch {epoch}"
+                        break
+                    # every rank measures its own time: all follow rank 0's clock
+                    if cfg.max_seconds is not None and distributed.broadcast_from_main(
+                        training_seconds > cfg.max_seconds
+                    ):
+                        self.stop_reason = f"max_seconds ({cfg.max_seconds:g}) after epoch {epoch}"
                         break
         finally:
             model.train_module = model.module
@@ -152,6 +165,13 @@ class Trainer:
                 f"{model.name}: training loss is {loss_value} at epoch {epoch}; lower lr"
             )
         return {"epoch": epoch, "loss": loss_value, "seconds": time.perf_counter() - start}
+
+    def _callbacks(self, entry: dict[str, Any]) -> None:
+        self.model.module.eval()
+        for callback in self.model.epoch_callbacks:
+            extra = callback(entry)
+            if extra:
+                entry.update(extra)
 
     def _validate(self, train: Dataset, valid: Dataset) -> dict[str, Any]:
         """Metrics on rank 0 (other ranks get ``{}``: they only need the stop decision)."""
