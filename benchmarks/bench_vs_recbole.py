@@ -9,10 +9,8 @@ Runs in the polyrec venv. polyrec is run in-process; RecBole runs as a subproces
 RecBole atomic files to ``benchmarks/work/<dataset>-split/`` and read by RecBole through
 ``benchmark_filename`` with every filter off, and the same hyper-parameters (BPR: embedding 64,
 Adam lr 1e-3, no L2, batch 2048, one uniform negative per positive, same number of epochs,
-embeddings initialised at the scale of RecBole's Xavier-normal item table; EASE lambda 250;
-ItemKNN k=100, shrink 0). BPR is also reported with polyrec's default initialisation
-(``bpr-default-init``, against the same RecBole runs). The two libraries run one after the
-other, never at once.
+both libraries' default Xavier-normal initialisation; EASE lambda 250; ItemKNN k=100, shrink
+0). The two libraries run one after the other, never at once.
 
 Protocols:
 
@@ -115,14 +113,8 @@ def export_atomic(split: Split, token: str) -> Path:
 
 
 # ---------------------------------------------------------------------- polyrec side
-def polyrec_model(variant: str, seed: int, epochs: int, n_items: int) -> Any:
-    """The polyrec model with the benchmark's hyper-parameters (RecBole's, see ``HP``).
-
-    ``bpr`` starts its embeddings at the scale of RecBole's Xavier-normal item table,
-    ``std = sqrt(2 / (n_items + factors))``; ``bpr-default-init`` keeps polyrec's default
-    (N(0, 0.1^2), the LightGCN reference code's), which needs many more epochs at lr 1e-3.
-    """
-    model = variant.removesuffix("-default-init")
+def polyrec_model(model: str, seed: int, epochs: int) -> Any:
+    """The polyrec model with the benchmark's hyper-parameters (RecBole's, see ``HP``)."""
     cls = get_model_class(model)
     common = {"seed": seed, "score_batch_size": HP["eval_batch_users"]}
     if model == "bpr":
@@ -135,8 +127,6 @@ def polyrec_model(variant: str, seed: int, epochs: int, n_items: int) -> Any:
             "early_stopping": None,
             "progress": False,
         }
-        if variant == "bpr":
-            options["init_std"] = float(np.sqrt(2.0 / (n_items + HP["embedding_size"])))
         return cls(common, **options)
     if model == "ease":
         return cls(common, l2=HP["ease_l2"])
@@ -145,9 +135,9 @@ def polyrec_model(variant: str, seed: int, epochs: int, n_items: int) -> Any:
     return cls(common)
 
 
-def run_polyrec(split: Split, variant: str, seed: int, epochs: int) -> dict[str, Any]:
+def run_polyrec(split: Split, model: str, seed: int, epochs: int) -> dict[str, Any]:
     """Fit and evaluate one polyrec model in this process; a run-record-like dict."""
-    rec = polyrec_model(variant, seed, epochs, split.train.n_items)
+    rec = polyrec_model(model, seed, epochs)
     start = time.perf_counter()
     rec.fit(split.train)
     fit_seconds = time.perf_counter() - start
@@ -168,7 +158,7 @@ def run_polyrec(split: Split, variant: str, seed: int, epochs: int) -> dict[str,
     history = getattr(rec, "history", [])
     return {
         "library": "polyrec",
-        "model": variant,
+        "model": model,
         "seed": seed,
         "config": rec.config.model_dump(),
         "metrics": {k: result.summary[k] for k in METRICS},
@@ -404,32 +394,29 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             epochs = (args.bpr_epochs or BPR_EPOCHS[name]) if model == "bpr" else 1
             seeds = range(args.seeds if model == "bpr" else 1)
-            variants = (model, f"{model}-default-init") if model == "bpr" else (model,)
             theirs: list[dict[str, Any]] = []
-            ours: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+            ours: list[dict[str, Any]] = []
             for s in seeds:
                 seed = HP["seed"] + s
                 theirs.append(
                     run_recbole(token, model, seed, epochs, args.recbole_python, args.threads)
                 )
-                for variant in variants:
-                    ours[variant].append(run_polyrec(split, variant, seed, epochs))
+                ours.append(run_polyrec(split, model, seed, epochs))
             summ_theirs = summarize(theirs)
             record["environment"]["recbole_versions"] = theirs[0]["versions"]
-            for variant in variants:
-                summ_ours = summarize(ours[variant])
-                comparison = compare(summ_ours, summ_theirs, variant, args.tolerance)
-                record["results"].append(
-                    {
-                        "model": variant,
-                        "recbole_model": RECBOLE_NAME[model],
-                        "epochs": epochs,
-                        "polyrec": {"summary": summ_ours, "runs": ours[variant]},
-                        "recbole": {"summary": summ_theirs, "runs": theirs},
-                        "comparison": comparison,
-                    }
-                )
-                print_row(name, variant, summ_ours, summ_theirs, comparison)
+            summ_ours = summarize(ours)
+            comparison = compare(summ_ours, summ_theirs, model, args.tolerance)
+            record["results"].append(
+                {
+                    "model": model,
+                    "recbole_model": RECBOLE_NAME[model],
+                    "epochs": epochs,
+                    "polyrec": {"summary": summ_ours, "runs": ours},
+                    "recbole": {"summary": summ_theirs, "runs": theirs},
+                    "comparison": comparison,
+                }
+            )
+            print_row(name, model, summ_ours, summ_theirs, comparison)
             out_path.write_text(json.dumps(record, indent=2, default=float))
         print(f"wrote {out_path}")
 
