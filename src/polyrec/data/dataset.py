@@ -55,10 +55,10 @@ class IdMap:
             try:
                 arr = arr.astype(self.external.dtype)
             except (TypeError, ValueError) as exc:
-                raise PolyrecError(f"unknown {what} {arr[0]!r}") from exc
+                raise PolyrecError(f"unknown {what} {_plain(arr[0])!r}") from exc
         idx = self._index.get_indexer(arr)
         if (idx < 0).any():
-            bad = arr[np.flatnonzero(idx < 0)[0]]
+            bad = _plain(arr[np.flatnonzero(idx < 0)[0]])
             n_bad = int((idx < 0).sum())
             raise PolyrecError(
                 f"unknown {what} {bad!r}" + (f" (and {n_bad - 1} more)" if n_bad > 1 else "")
@@ -359,6 +359,11 @@ class Sequences:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.indptr)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (``196``, not ``np.int64(196)``)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _sortable(index: pd.Index) -> bool:
