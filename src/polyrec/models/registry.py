@@ -23,6 +23,10 @@ MODELS: dict[str, str] = {
     "bert4rec": "polyrec.models.sequential.bert4rec:BERT4Rec",
     "gru4rec": "polyrec.models.sequential.gru4rec:GRU4Rec",
     "hstu": "polyrec.models.sequential.hstu:HSTU",
+    "vbpr": "polyrec.models.multimodal.vbpr:VBPR",
+    "freedom": "polyrec.models.multimodal.freedom:FREEDOM",
+    "sisa": "polyrec.unlearn.sisa:SISA",
+    "unlearned": "polyrec.unlearn.base:Unlearned",
 }
 
 
