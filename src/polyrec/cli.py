@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from polyrec.bench.cli import bench, report
 from polyrec.errors import PolyrecError
 
 if TYPE_CHECKING:
@@ -558,3 +559,8 @@ def _run_label(run: Path, record: RunRecord) -> str:
 def _pvalue(p: float) -> Text:
     text = "<1e-4" if p < 1e-4 else f"{p:.4f}"
     return Text(text, style="bold" if p < 0.05 else "dim")
+
+
+# defined in polyrec.bench.cli; registered last so they are listed after the core commands
+app.command()(bench)
+app.command()(report)

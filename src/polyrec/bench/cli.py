@@ -1,0 +1,163 @@
+"""The ``polyrec bench`` and ``polyrec report`` commands (plain functions for Typer).
+
+Mount them on the main app (src/polyrec/cli.py)::
+
+    from polyrec.bench.cli import bench, report
+    app.command()(bench)
+    app.command()(report)
+
+A :class:`~polyrec.errors.PolyrecError` raised here is printed by ``polyrec.cli.main`` as one
+line with exit code 2, like every other command's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from polyrec.errors import PolyrecError
+
+
+def bench(
+    suite: Annotated[Path, typer.Argument(help="Suite YAML, e.g. benchmarks/suites/smoke.yaml.")],
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="POLYREC_DATA_DIR",
+            help="Folder holding the dataset files.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Runs at once, each in its own process (default 1).")
+    ] = 1,
+    threads: Annotated[int, typer.Option(help="torch / BLAS threads per run.")] = 1,
+    isolate: Annotated[
+        bool,
+        typer.Option(
+            help="Each run in a fresh process, so its recorded peak memory is its own "
+            "(--no-isolate: all runs in this process; faster for tiny suites).",
+        ),
+    ] = True,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="Run only the run ids containing this text (e.g. bpr, seed-0). Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", help="Put the runs here instead of the suite's out_dir."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the runs and their status; run nothing.")
+    ] = False,
+) -> None:
+    """Run a benchmark suite: every model x dataset x seed of SUITE, resumably.
+
+    Each run writes a standard run directory (record.json, per_user.parquet, model/); a run
+    already finished with the same config is skipped, so an interrupted suite resumes where it
+    stopped. Then build a report from the runs with **polyrec report**.
+
+    Examples:
+
+        polyrec bench benchmarks/suites/smoke.yaml
+        polyrec bench benchmarks/suites/ml-100k-classic.yaml --data-dir ~/data --only bpr
+    """
+    from polyrec.bench.suite import load_suite, run_suite
+
+    loaded = load_suite(suite, out_dir=out_dir)
+    if dry_run:
+        for run in loaded.runs:
+            typer.echo(f"{run.status:<5} {run.run_id}  {run.run_dir}")
+        return
+    outcomes = run_suite(
+        loaded,
+        data_dir=data_dir,
+        workers=workers,
+        threads=threads,
+        only=only,
+        isolate=isolate,
+        log=typer.echo,
+    )
+    failed = [o for o in outcomes if o.action == "failed"]
+    counts = {a: sum(o.action == a for o in outcomes) for a in ("ran", "reran", "skipped")}
+    typer.echo(
+        f"suite {loaded.spec.name}: {counts['ran']} ran, {counts['reran']} re-ran "
+        f"(config changed), {counts['skipped']} already finished, {len(failed)} failed; "
+        f"runs in {loaded.out_dir}"
+    )
+    if loaded.results_path is not None:
+        typer.echo(f"summary: {loaded.results_path}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def report(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Run directories, or folders searched for them (e.g. a suite's)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    markdown: Annotated[
+        Path | None,
+        typer.Option(
+            "--markdown",
+            help="Also write Markdown here (plots as PNGs in <name>_files/).",
+            show_default=False,
+        ),
+    ] = None,
+    published: Annotated[
+        Path | None,
+        typer.Option(
+            "--published",
+            help="Published-results registry (default: benchmarks/published.yaml above the "
+            "current folder).",
+            show_default=False,
+        ),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            help="Per-user metric for the significance tests; repeatable "
+            "(default ndcg@10 recall@10).",
+            show_default=False,
+        ),
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level (after Holm).")] = 0.05,
+    title: Annotated[str, typer.Option(help="Report title.")] = "polyrec benchmark report",
+) -> None:
+    """Build a report from run records: accuracy (mean ± std over seeds), published values
+    under the same protocol with the gap, paired significance tests, learning curves,
+    metric-vs-K, time and memory, beyond-accuracy metrics.
+
+    Examples:
+
+        polyrec report benchmarks/runs/smoke --out report.html --markdown report.md
+        polyrec report runs/a runs/b --metric ndcg@20
+    """
+    from polyrec.bench.published import default_registry_path, load_registry
+    from polyrec.bench.report import DEFAULT_SIGNIFICANCE, build_report, write_report
+
+    if not 0 < alpha < 1:
+        raise PolyrecError(f"--alpha must be in (0, 1), got {alpha}")
+    path = published if published is not None else default_registry_path()
+    registry = load_registry(path) if path is not None else None
+    built = build_report(
+        runs,
+        registry=registry,
+        significance_metrics=[m.lower() for m in metric] if metric else DEFAULT_SIGNIFICANCE,
+        alpha=alpha,
+        title=title,
+    )
+    for written in write_report(built, out, markdown=markdown):
+        if written.suffix in (".html", ".md"):
+            typer.echo(f"wrote {written}")
+    if registry is None:
+        typer.echo("no published-results registry found: published values left out")
