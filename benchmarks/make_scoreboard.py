@@ -125,6 +125,8 @@ def _entries_of(data: Mapping[str, Any], name: str) -> list[Entry]:
                 dict(data),
                 name,
                 str(data.get("created_at", "")),
+                # a run record whose training stopped early says so (e.g. a time budget)
+                str((data.get("protocol") or {}).get("stopped") or "complete"),
             )
         ]
     return []
