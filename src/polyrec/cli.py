@@ -19,6 +19,7 @@ from rich.text import Text
 
 from polyrec.bench.cli import bench, report
 from polyrec.errors import PolyrecError
+from polyrec.serve.cli import serve
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -561,6 +562,7 @@ def _pvalue(p: float) -> Text:
     return Text(text, style="bold" if p < 0.05 else "dim")
 
 
-# defined in polyrec.bench.cli; registered last so they are listed after the core commands
+# defined in their packages; registered last so they are listed after the core commands
 app.command()(bench)
 app.command()(report)
+app.command()(serve)

@@ -1,0 +1,1 @@
+"""The recommendation service: ``polyrec serve`` (see :mod:`polyrec.serve.app`)."""
