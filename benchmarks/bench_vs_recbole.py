@@ -49,6 +49,7 @@ from polyrec.data.registry import load_dataset, load_given_split
 from polyrec.data.split import Split, ratio_split
 from polyrec.eval import evaluate
 from polyrec.models.registry import get_model_class
+from polyrec.ranking import auto_batch_size
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -69,7 +70,6 @@ TARGETS = {"epoch_speedup": 3.0, "eval_speedup": 5.0}
 HP = {
     "embedding_size": 64,
     "train_batch_size": 2048,
-    "eval_batch_users": 4096,
     "lr": 1e-3,
     "weight_decay": 0.0,
     "ease_l2": 250.0,
@@ -116,7 +116,7 @@ def export_atomic(split: Split, token: str) -> Path:
 def polyrec_model(model: str, seed: int, epochs: int) -> Any:
     """The polyrec model with the benchmark's hyper-parameters (RecBole's, see ``HP``)."""
     cls = get_model_class(model)
-    common = {"seed": seed, "score_batch_size": HP["eval_batch_users"]}
+    common = {"seed": seed}
     if model == "bpr":
         options = {
             "factors": HP["embedding_size"],
@@ -151,7 +151,6 @@ def run_polyrec(split: Split, model: str, seed: int, epochs: int) -> dict[str, A
         exclude=exclude,
         ks=(10, 20),
         metrics=("recall", "ndcg"),
-        batch_size=HP["eval_batch_users"],
         beyond=False,
     )
     eval_seconds = time.perf_counter() - start
@@ -174,9 +173,10 @@ def run_polyrec(split: Split, model: str, seed: int, epochs: int) -> dict[str, A
 
 # ---------------------------------------------------------------------- RecBole side
 def run_recbole(
-    token: str, model: str, seed: int, epochs: int, python: Path, threads: int
+    token: str, model: str, seed: int, epochs: int, python: Path, threads: int, n_items: int
 ) -> dict[str, Any]:
-    """Run ``recbole_runner.py`` in the RecBole venv and parse its JSON line."""
+    """Run ``recbole_runner.py`` in the RecBole venv and parse its JSON line. RecBole scores as
+    many users per evaluation batch as polyrec's default (``auto_batch_size``)."""
     cmd = [
         str(python),
         str(RUNNER),
@@ -193,7 +193,7 @@ def run_recbole(
         "--train-batch-size",
         str(HP["train_batch_size"]),
         "--eval-batch-users",
-        str(HP["eval_batch_users"]),
+        str(auto_batch_size(n_items)),
         "--lr",
         str(HP["lr"]),
         "--weight-decay",
@@ -399,7 +399,15 @@ def main(argv: list[str] | None = None) -> None:
             for s in seeds:
                 seed = HP["seed"] + s
                 theirs.append(
-                    run_recbole(token, model, seed, epochs, args.recbole_python, args.threads)
+                    run_recbole(
+                        token,
+                        model,
+                        seed,
+                        epochs,
+                        args.recbole_python,
+                        args.threads,
+                        split.train.n_items,
+                    )
                 )
                 ours.append(run_polyrec(split, model, seed, epochs))
             summ_theirs = summarize(theirs)

@@ -96,7 +96,7 @@ def evaluate(
     exclude: Sequence[sp.spmatrix] | Mapping[str, sp.spmatrix] | None = None,
     ks: Sequence[int] = (10, 20),
     metrics: Sequence[str] = RANKING_METRICS,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     users: np.ndarray | Sequence[int] | None = None,
     sampled: SampledSpec | None = None,
     item_vectors: np.ndarray | None = None,
@@ -112,7 +112,8 @@ def evaluate(
             masks nothing.
         ks: cut-offs; all are read from one top-``max(ks)`` list.
         metrics: ranking metrics among ``recall, ndcg, hr, mrr, precision, map``.
-        batch_size: users scored at once (memory ~ ``batch_size x n_items`` floats).
+        batch_size: users scored at once (memory ~ ``batch_size x n_items`` floats); default
+            the model's ``score_batch_size``, else a ~16 MB block.
         users: internal user ids to evaluate (default: all); those without a test interaction
             are skipped and counted in ``protocol["skipped_users"]``.
         sampled: a :class:`SampledSpec` for sampled ranking; default full ranking.
@@ -122,9 +123,10 @@ def evaluate(
     """
     start_time = time.perf_counter()
     ks, metrics = check_ks(ks), check_metrics(metrics)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise PolyrecError(f"batch_size must be >= 1, got {batch_size}")
     n_items = model.n_items
+    batch_size = model.scoring_batch_size(batch_size)
     if test.item_ids != model.item_ids or test.user_ids != model.user_ids:
         raise PolyrecError("test set must share the model's id maps (split one Dataset)")
     names, masks = _exclusions(model, exclude, (test.n_users, n_items))

@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from pydantic import Field
 
 from polyrec.config import StrictModel, build
 from polyrec.data.dataset import Dataset, IdMap
 from polyrec.errors import PolyrecError
-from polyrec.ranking import mask_seen_, topk
+from polyrec.ranking import auto_batch_size, mask_seen_, topk
 
 STATE_FILE = "state.pt"
 META_FILE = "model.json"
@@ -37,7 +38,7 @@ class ModelConfig(StrictModel):
     """Options every model has."""
 
     seed: int = 42
-    score_batch_size: int = 1024
+    score_batch_size: int | None = Field(None, ge=1)  # None: ranking.auto_batch_size
 
 
 class Recommender(ABC):
@@ -100,11 +101,16 @@ class Recommender(ABC):
         self, users: np.ndarray, batch_size: int | None = None
     ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """Yield ``(users_batch, scores)`` with memory bounded by ``batch_size`` x n_items."""
-        bs = batch_size or self.config.score_batch_size
+        bs = self.scoring_batch_size(batch_size)
         with torch.inference_mode():
             for start in range(0, len(users), bs):
                 batch = users[start : start + bs]
                 yield batch, self.score(batch)
+
+    def scoring_batch_size(self, requested: int | None = None) -> int:
+        """Users scored at once: ``requested``, else the config's ``score_batch_size``, else
+        :func:`~polyrec.ranking.auto_batch_size` for the catalogue size."""
+        return requested or self.config.score_batch_size or auto_batch_size(self.n_items)
 
     def recommend(
         self,
