@@ -55,7 +55,8 @@ class _MF(torch.nn.Module):
         self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x_ui``, ``x_uj`` (B,) and the squared L2 norm of the batch's embeddings (scalar)."""
-        u, i, j = self.user(users), self.item(pos), self.item(neg)
+        # one lookup for positives and negatives: one dense table gradient instead of two
+        u, (i, j) = self.user(users), self.item(torch.cat([pos, neg])).chunk(2)
         sq_norm = u.square().sum() + i.square().sum() + j.square().sum()
         return (u * i).sum(-1), (u * j).sum(-1), sq_norm
 
