@@ -7,6 +7,7 @@ other key is a hyperparameter of the model, validated by the model's pydantic ``
     dataset: ml-100k             # optional default for --dataset
     dataset_options: {}          # passed to load_dataset (e.g. synthetic sizes)
     filter: {min_rating: 4, k_core: 5}
+    features: {text: {pca: 64}}  # item feature matrices (polyrec.features.configured)
     split: {method: ratio, test: 0.1, valid: 0.1, seed: 0}
     l2: 500.0                    # model hyperparameters
 
@@ -35,6 +36,7 @@ from pydantic import Field
 from polyrec.config import StrictModel, build, load_yaml, merge
 from polyrec.data.split import SplitConfig
 from polyrec.errors import PolyrecError
+from polyrec.features.configured import FeaturesConfig
 from polyrec.record import RunRecord, command_line, now_utc, peak_rss_mb, versions
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ MODEL_DIR = "model"
 PER_USER_FILE = "per_user.parquet"
 ITEMS_FILE = "items.parquet"
 DEFAULT_KS = (5, 10, 20, 50)
-SECTIONS = ("model", "dataset", "dataset_options", "filter", "split")
+SECTIONS = ("model", "dataset", "dataset_options", "filter", "features", "split")
 SPLIT_METHODS = ("auto", "leave_one_out", "ratio", "temporal", "given")
 
 
@@ -68,6 +70,7 @@ class RunSpec:
     dataset: str
     dataset_options: dict[str, Any] = field(default_factory=dict)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     split: SplitConfig | None = None  # None: decided from the dataset ("auto")
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +81,8 @@ class RunSpec:
             "dataset_options": dict(self.dataset_options),
             "filter": self.filter.model_dump(),
         }
+        if not self.features.empty:
+            out["features"] = self.features.model_dump(exclude_defaults=True)
         if self.split is not None:
             out["split"] = self.split.model_dump()
         return out | self.model_config.model_dump()
@@ -133,6 +138,9 @@ def resolve_config(
     if not isinstance(options, dict):
         raise PolyrecError(f"{where}: dataset_options must be a mapping")
     filter_cfg = build(FilterConfig, data.pop("filter", None) or {}, where=f"{where}: filter")
+    features_cfg = build(
+        FeaturesConfig, data.pop("features", None) or {}, where=f"{where}: features"
+    )
     split_data = data.pop("split", None)
     if split not in SPLIT_METHODS:
         raise PolyrecError(f"unknown split {split!r}; choose from {', '.join(SPLIT_METHODS)}")
@@ -148,6 +156,7 @@ def resolve_config(
         dataset=str(name),
         dataset_options=options,
         filter=filter_cfg,
+        features=features_cfg,
         split=split_cfg,
     )
 
@@ -168,6 +177,8 @@ def prepare_data(spec: RunSpec, data_dir: str | Path | None = None) -> PreparedD
             raise PolyrecError(f"dataset {spec.dataset!r} takes no dataset_options")
         if spec.filter.min_rating is not None or spec.filter.k_core is not None:
             raise PolyrecError(f"{spec.dataset}: filters cannot be applied to a given split")
+        if not spec.features.empty:
+            raise PolyrecError(f"{spec.dataset}: item features need a dataset with item data")
         split = load_given_split(spec.dataset, data_dir)
         fingerprint = _combine(split.train.fingerprint(), split.test.fingerprint())
         return PreparedData(split, fingerprint, [], split.train.item_titles())
@@ -179,6 +190,10 @@ def prepare_data(spec: RunSpec, data_dir: str | Path | None = None) -> PreparedD
     if spec.filter.k_core is not None:
         ds, report = k_core(ds, spec.filter.k_core, spec.filter.k_core)
         reports.append(report.as_dict())
+    if not spec.features.empty:
+        from polyrec.features.configured import attach_configured_features
+
+        ds = attach_configured_features(ds, spec.features)
     if spec.split is None:
         # Order-only sequence files (S3-Rec, SASRec, LC-Rec) have no timestamps.
         spec.split = (
