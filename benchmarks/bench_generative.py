@@ -1,0 +1,291 @@
+"""Generative retrieval benchmarks: semantic IDs, TIGER vs SASRec, and the preference-discerning
+benchmark (SASRec, TIGER, Mender-Emb side by side).
+
+``--part tiger``: on a real dataset (default ``amazon-scientific``) embeds item text with
+all-MiniLM-L6-v2 (cached), builds semantic IDs with RQ-VAE and RQ-KMeans (codebook usage,
+collision rate), trains TIGER (config ``configs/<dataset>/tiger.yaml``) and SASRec on the same
+leave-one-out split, each under a wall-clock budget, and reports full-ranking test
+Recall/NDCG@10 (history items not masked) and TIGER's invalid-ID rate with and without the
+trie constraint. Writes ``results/generative_<dataset>_tiger.json``.
+
+``--part preferences``: builds extractive preferences from review text, trains SASRec, TIGER and
+Mender-Emb on the same split and scores the five axes of :mod:`polyrec.models.generative.
+benchmark`. On ``synthetic`` (item categories and rating-consistent reviews) the right answer is
+known. Writes ``results/generative_<dataset>_preferences.json``.
+
+    POLYREC_DATA_DIR=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/bench_generative.py \\
+        --part tiger --dataset amazon-scientific --max-minutes 10
+    OMP_NUM_THREADS=1 python benchmarks/bench_generative.py --part preferences --dataset synthetic
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from polyrec.config import load_yaml
+from polyrec.data.registry import load_dataset
+from polyrec.data.split import leave_one_out
+from polyrec.data.synthetic import make_synthetic
+from polyrec.eval import evaluate
+from polyrec.features.text import embed_item_texts
+from polyrec.models.base import Recommender
+from polyrec.models.generative.benchmark import (
+    build_benchmark,
+    combined_recall,
+    rank_metrics,
+)
+from polyrec.models.generative.mender import Mender
+from polyrec.models.generative.preferences import user_preferences
+from polyrec.models.generative.semantic_ids import (
+    SemanticIdConfig,
+    build_semantic_ids,
+)
+from polyrec.models.generative.tiger import TIGER
+from polyrec.models.sequential.sasrec import SASRec
+from polyrec.record import peak_rss_mb, versions
+
+ROOT = Path(__file__).resolve().parent
+KS = (5, 10)
+PAPER = {"amazon-beauty": {"tiger": {"recall@10": 0.0648, "ndcg@10": 0.0384}}}
+
+
+class TimeBudget(Exception):
+    """Raised by SIGALRM when a training run's budget is spent."""
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise TimeBudget
+
+
+def fit_within(model: Recommender, train: Any, valid: Any, minutes: float) -> dict[str, Any]:
+    """Fit under a wall-clock budget; a run cut short keeps the weights it has reached."""
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(max(1, int(minutes * 60)))
+    start, cpu = time.perf_counter(), time.process_time()
+    status = "finished"
+    try:
+        model.fit(train, valid)
+        signal.alarm(0)
+    except TimeBudget:
+        status = f"stopped by the {minutes} min budget (weights as reached, not best-valid)"
+        model.module.eval()
+        if isinstance(model, SASRec | TIGER):
+            model.set_histories(train, valid)
+    return {
+        "status": status,
+        "fit_seconds": time.perf_counter() - start,
+        "fit_cpu_seconds": time.process_time() - cpu,
+        "epochs_run": len(getattr(model, "history", [])),
+        "best_epoch": getattr(model, "best_epoch", None),
+        "history": [
+            {k: v for k, v in h.items() if k in ("epoch", "loss", "seconds", "valid")}
+            for h in getattr(model, "history", [])
+        ],
+    }
+
+
+def test_metrics(model: Recommender, test: Any) -> dict[str, float]:
+    result = evaluate(model, test, exclude=[], ks=KS, beyond=False)
+    return {k: float(v) for k, v in result.summary.items() if k.split("@")[0] in ("recall", "ndcg")}
+
+
+def part_tiger(args: argparse.Namespace) -> dict[str, Any]:
+    ds = load_dataset(args.dataset)
+    split = leave_one_out(ds)
+    cfg = load_yaml(ROOT.parent / "configs" / args.dataset / "tiger.yaml")
+    for key in ("model", "dataset", "split"):
+        cfg.pop(key, None)
+    t0 = time.perf_counter()
+    emb = embed_item_texts(
+        ds,
+        cfg.get("text_model", "all-MiniLM-L6-v2"),
+        fields=tuple(cfg.get("text_fields", ("title", "brand", "categories"))),
+        progress=False,
+    )
+    out: dict[str, Any] = {
+        "embedding": {"shape": list(emb.shape), "seconds": time.perf_counter() - t0}
+    }
+    sid = SemanticIdConfig(**cfg.get("semantic_ids", {}))
+    reports, maps = {}, {}
+    for method in ("rqvae", "rqkmeans"):
+        t0 = time.perf_counter()
+        one = SemanticIdConfig(method=method, rqvae=sid.rqvae, rqkmeans=sid.rqkmeans)
+        maps[method], rep = build_semantic_ids(emb, one)
+        hist = rep.pop("history")
+        rep["seconds"] = time.perf_counter() - t0
+        if hist:
+            rep["loss_first_last"] = [hist[0]["loss"], hist[-1]["loss"]]
+            rep["recon_first_last"] = [hist[0]["recon"], hist[-1]["recon"]]
+            rep["usage_last_epoch"] = hist[-1]["usage"]
+        reports[method] = rep
+    out["semantic_ids"] = reports
+    tiger = TIGER(cfg, progress=False)
+    tiger.use_semantic_ids(maps[sid.method], reports[sid.method])  # built once, above
+    out["tiger"] = fit_within(tiger, split.train, split.valid, args.max_minutes)
+    out["tiger"]["test"] = test_metrics(tiger, split.test)
+    out["tiger"]["semantic_id_report"] = {
+        k: v for k, v in tiger.semantic_id_report.items() if k != "history"
+    }
+    users = split.test.active_users[:2000]
+    for constrained in (True, False):
+        tiger.reset_invalid_count()
+        for start in range(0, len(users), 256):
+            tiger.generate(
+                tiger.histories[users[start : start + 256]],
+                users[start : start + 256],
+                constrained=constrained,
+            )
+        out["tiger"][f"invalid_id_rate_{'constrained' if constrained else 'unconstrained'}"] = (
+            tiger.invalid_id_rate
+        )
+    sas_cfg = load_yaml(ROOT.parent / "configs" / "amazon-beauty" / "sasrec.yaml")
+    for key in ("model", "dataset", "split"):
+        sas_cfg.pop(key, None)
+    sasrec = SASRec(sas_cfg, progress=False)
+    out["sasrec"] = fit_within(sasrec, split.train, split.valid, args.max_minutes)
+    out["sasrec"]["test"] = test_metrics(sasrec, split.test)
+    out["sasrec"]["config"] = sas_cfg
+    out["tiger"]["config"] = tiger.config.model_dump()
+    if args.dataset in PAPER:
+        out["paper"] = PAPER[args.dataset]
+    return out
+
+
+def _preference_data(args: argparse.Namespace) -> Any:
+    if args.dataset == "synthetic":
+        return make_synthetic(
+            n_users=args.users,
+            n_items=args.items,
+            n_interactions=args.users * 12,
+            n_categories=10,
+            seed=0,
+        )
+    return load_dataset(args.dataset)
+
+
+def part_preferences(args: argparse.Namespace) -> dict[str, Any]:
+    ds = _preference_data(args)
+    split = leave_one_out(ds)
+    cfg = load_yaml(ROOT.parent / "configs" / "amazon-scientific" / "mender.yaml")
+    for key in ("model", "dataset", "split"):
+        cfg.pop(key, None)
+    # synthetic items: title + category text; a few hundred items need small codebooks
+    cfg.update(item_features="text", text_fields=("title", "category"), eval_every=2)
+    cfg["semantic_ids"] = {"method": "rqvae", "rqvae": {"codebook_size": 16, "epochs": 100}}
+    models: dict[str, Recommender] = {
+        "sasrec": SASRec(dim=64, dropout=0.2, max_len=20, epochs=200, patience=5, progress=False),
+        "tiger": TIGER({k: v for k, v in cfg.items() if k not in _MENDER_KEYS}, progress=False),
+        "mender_emb": Mender(cfg, progress=False),
+    }
+    out: dict[str, Any] = {"dataset": repr(ds), "models": {}}
+    for name, model in models.items():
+        rec = fit_within(model, split.train, split.valid, args.max_minutes)
+        rec["test"] = test_metrics(model, split.test)
+        out["models"][name] = rec
+    # benchmark on the test split: preferences at the test step (window ends at the test item)
+    full = split.train.with_interactions(
+        users=np.concatenate([split.train.users, split.valid.users, split.test.users]),
+        items=np.concatenate([split.train.items, split.valid.items, split.test.items]),
+        timestamps=np.concatenate(
+            [split.train.timestamps, split.valid.timestamps, split.test.timestamps]
+        ),
+        ratings=np.concatenate([split.train.ratings, split.valid.ratings, split.test.ratings]),
+        interaction_data=_concat_frames(split),
+    )
+    gen = models["mender_emb"].generator  # type: ignore[attr-defined]
+    table = user_preferences(full, gen, window=5, last_n=1)
+    acc_table = user_preferences(full, gen, window=5, last_n=None)
+    users = split.test.users
+    last = np.diff(full.sequences.indptr)[users] - 1
+    prefs = [table.at(u, s) for u, s in zip(users.tolist(), last.tolist(), strict=True)]
+    acc = [
+        acc_table.accumulated(u, s)[:20] for u, s in zip(users.tolist(), last.tolist(), strict=True)
+    ]
+    item_emb = embed_item_texts(ds, fields=("title", "category"), progress=False)
+    bench = build_benchmark(
+        users, split.test.items, prefs, acc, item_emb, lambda t: embed_item_texts(t, progress=False)
+    )
+    out["benchmark_sizes"] = {axis: len(s) for axis, s in bench.items()}
+    out["axes"] = {}
+    for axis, samples in bench.items():
+        if not samples:
+            continue
+        hu = np.array([s.history_user for s in samples])
+        tg = np.array([s.target for s in samples])
+        row: dict[str, Any] = {}
+        for name, model in models.items():
+            ranked = _ranked(model, hu, [s.preferences for s in samples])
+            row[name] = rank_metrics(ranked, tg, KS)
+            if axis == "sentiment":
+                neg = _ranked(model, hu, [s.avoid for s in samples])
+                row[name].update(combined_recall(ranked, neg, tg, KS))
+        out["axes"][axis] = row
+    return out
+
+
+_MENDER_KEYS = ("preference_model", "preference_window", "preference_steps", "max_preferences")
+
+
+def _ranked(model: Recommender, users: np.ndarray, prefs: list[list[str]]) -> np.ndarray:
+    rows = []
+    for start in range(0, len(users), 256):
+        u, p = users[start : start + 256], prefs[start : start + 256]
+        if isinstance(model, Mender):
+            items, _ = model.generate_with_preferences(model.histories[u], p, u)
+        elif isinstance(model, TIGER):
+            items, _ = model.generate(model.histories[u], u)
+        else:
+            with torch.inference_mode():
+                items = torch.topk(model.score(u), max(KS), dim=1).indices.numpy()
+        rows.append(items[:, : max(KS)])
+    return np.concatenate(rows)
+
+
+def _concat_frames(split: Any) -> Any:
+    import pandas as pd
+
+    parts = [p.interaction_data for p in (split.train, split.valid, split.test)]
+    return None if any(p is None for p in parts) else pd.concat(parts, ignore_index=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("tiger", "preferences"), default="tiger")
+    parser.add_argument("--dataset", default="amazon-scientific")
+    parser.add_argument("--max-minutes", type=float, default=10.0)
+    parser.add_argument("--users", type=int, default=1500, help="synthetic users")
+    parser.add_argument("--items", type=int, default=400, help="synthetic items")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    body = part_tiger(args) if args.part == "tiger" else part_preferences(args)
+    result = {
+        "benchmark": f"generative_{args.part}",
+        "dataset": args.dataset,
+        "protocol": "leave-one-out, full ranking over all items, history items not masked",
+        "command": "python " + " ".join(sys.argv),
+        "seconds": time.perf_counter() - start,
+        "peak_rss_mb": peak_rss_mb(),
+        "versions": versions(),
+        **body,
+    }
+    out = Path(args.out or ROOT / "results" / f"generative_{args.dataset}_{args.part}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=float))
+    print(
+        json.dumps({k: result[k] for k in result if k not in ("versions",)}, default=float)[:3000]
+    )
+
+
+if __name__ == "__main__":
+    main()

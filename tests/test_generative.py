@@ -1,0 +1,380 @@
+"""Semantic IDs, TIGER, preferences, Mender and the preference-discerning benchmark, on tiny
+synthetic data (no download: a tiny random sentence encoder and a tiny random GPT-2 are built
+here)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from polyrec.data.split import leave_one_out
+from polyrec.data.synthetic import make_synthetic
+from polyrec.errors import PolyrecError
+from polyrec.models.generative.benchmark import (
+    build_benchmark,
+    combined_recall,
+    invert,
+    rank_metrics,
+    steering_partner,
+)
+from polyrec.models.generative.mender import Mender
+from polyrec.models.generative.preferences import (
+    ExtractiveGenerator,
+    ItemReview,
+    LLMGenerator,
+    PreferenceGenerator,
+    is_negative,
+    parse_preferences,
+    user_preferences,
+)
+from polyrec.models.generative.semantic_ids import (
+    RQVAEConfig,
+    SemanticIdMap,
+    add_collision_level,
+    codebook_report,
+    kmeans,
+    train_rqvae,
+)
+from polyrec.models.generative.tiger import TIGER, prefix_examples
+
+TINY = {
+    "item_features": "vector:latent",
+    "semantic_ids": {"method": "rqkmeans", "rqkmeans": {"codebook_size": 4, "kmeans_iters": 5}},
+    "dim": 16,
+    "heads": 2,
+    "ffn_dim": 32,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "max_len": 5,
+    "n_user_tokens": 8,
+    "beams": 8,
+    "epochs": 3,
+    "batch_size": 64,
+    "lr": 0.01,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return leave_one_out(make_synthetic(40, 30, 400, n_categories=4, seed=0))
+
+
+@pytest.fixture(scope="module")
+def tiger(data) -> TIGER:
+    torch.set_num_threads(1)
+    return TIGER(TINY).fit(data.train)
+
+
+# ---------------------------------------------------------------------- semantic IDs
+def test_kmeans_recovers_separated_clusters() -> None:
+    gen = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = centers.repeat_interleave(20, 0) + 0.1 * torch.randn(60, 2, generator=gen)
+    _, assign = kmeans(x, 3, generator=gen)
+    groups = assign.view(3, 20)
+    assert all(len(set(g.tolist())) == 1 for g in groups)
+    assert len({int(g[0]) for g in groups}) == 3
+
+
+def test_rqvae_reconstruction_improves_and_codes_have_shape() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 12))[rng.integers(0, 8, 256)] + 0.1 * rng.normal(size=(256, 12))
+    cfg = RQVAEConfig(
+        levels=2, codebook_size=8, latent_dim=4, hidden=(16,), epochs=25, batch_size=64, lr=0.01
+    )
+    result = train_rqvae(x.astype(np.float32), cfg)
+    recon = [h["recon"] for h in result.history]
+    assert recon[-1] < 0.7 * recon[0]
+    assert result.codes.shape == (256, 2)
+    assert result.codes.min() >= 0 and result.codes.max() < 8
+
+
+def test_dead_codes_are_reset() -> None:
+    x = np.repeat(np.eye(3, dtype=np.float32), 10, axis=0)  # 3 distinct points, 16 codes
+    cfg = RQVAEConfig(
+        levels=1,
+        codebook_size=16,
+        latent_dim=2,
+        hidden=(8,),
+        epochs=3,
+        batch_size=30,
+        standardize=False,
+    )
+    result = train_rqvae(x, cfg)
+    assert result.history[0]["reset"] >= 13  # at most 3 codes can be used
+
+
+def test_collision_level_is_deterministic_and_unique() -> None:
+    codes = np.array([[0, 1], [0, 1], [2, 3], [0, 1], [2, 3]])
+    full = add_collision_level(codes)
+    assert full[:, -1].tolist() == [0, 1, 0, 2, 1]  # numbered in item order within a group
+    assert len(np.unique(full, axis=0)) == len(full)
+    np.testing.assert_array_equal(add_collision_level(codes), full)
+
+
+def test_codebook_report_by_hand() -> None:
+    codes = np.array([[0, 1], [0, 1], [2, 3], [0, 2]])
+    rep = codebook_report(codes, codebook_size=4)
+    assert rep["usage"] == [0.5, 0.75]
+    assert rep["collision_rate"] == 0.5
+    assert rep["unique_fraction"] == 0.75
+    assert rep["max_collisions"] == 2
+    assert rep["prefix_sizes"] == [2, 3]
+
+
+def test_semantic_id_map_round_trip_and_invalid_ids() -> None:
+    rng = np.random.default_rng(1)
+    codes = add_collision_level(rng.integers(0, 3, size=(40, 2)))
+    id_map = SemanticIdMap(codes)
+    items = rng.permutation(40)
+    np.testing.assert_array_equal(id_map.items_of(id_map.ids_of(items)), items)
+    assert id_map.items_of(np.array([[2, 2, 99], [-1, 0, 0]])).tolist() == [-1, -1]
+    back = SemanticIdMap.from_state({k: torch.as_tensor(v) for k, v in id_map.state().items()})
+    np.testing.assert_array_equal(back.codes, codes)
+    assert back.vocab == id_map.vocab
+    with pytest.raises(PolyrecError, match="not unique"):
+        SemanticIdMap(np.array([[0, 1], [0, 1]]))
+
+
+def test_trie_allows_exactly_the_prefixes_of_real_ids() -> None:
+    rng = np.random.default_rng(2)
+    codes = add_collision_level(rng.integers(0, 4, size=(25, 2)))
+    id_map = SemanticIdMap(codes)
+    for depth in range(id_map.depth):
+        prefixes = list(itertools.product(*(range(v) for v in id_map.vocab[:depth])))
+        keys = torch.from_numpy(
+            id_map.pack(np.array(prefixes, np.int64).reshape(len(prefixes), depth))
+        )
+        allowed = id_map.allowed(keys, depth).numpy()
+        real = {tuple(r) for r in codes[:, : depth + 1].tolist()}
+        for p, row in zip(prefixes, allowed, strict=True):
+            assert {t for t in range(id_map.vocab[depth]) if row[t]} == {
+                t for t in range(id_map.vocab[depth]) if (*p, t) in real
+            }
+
+
+# ---------------------------------------------------------------------- TIGER
+def test_prefix_examples_by_hand() -> None:
+    ds = make_synthetic(3, 20, 18, min_history=5, seed=3)
+    users, hist, targets = prefix_examples(ds, max_len=3)
+    seqs = ds.sequences
+    u0 = seqs.items[seqs.indptr[0] : seqs.indptr[1]]
+    rows = np.flatnonzero(users == 0)
+    assert len(rows) == len(u0) - 1
+    assert hist[rows[0]].tolist() == [0, 0, u0[0] + 1]
+    assert hist[rows[3]].tolist() == (u0[1:4] + 1).tolist()
+    assert targets[rows].tolist() == u0[1:].tolist()
+
+
+def test_tiger_loss_decreases(tiger: TIGER) -> None:
+    losses = [h["loss"] for h in tiger.history]
+    assert losses[-1] < losses[0]
+
+
+def test_constrained_beam_search_never_yields_an_invalid_id(tiger: TIGER) -> None:
+    users = np.arange(40)
+    tiger.reset_invalid_count()
+    items, scores = tiger.generate(tiger.histories[users], users, beams=8)
+    assert tiger.invalid_id_rate == 0.0
+    assert (items >= 0).all() and np.isfinite(scores).all()
+    assert all(len(set(row)) == len(row) for row in items.tolist())  # k distinct items
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    tiger.reset_invalid_count()
+    free, free_scores = tiger.generate(tiger.histories[users], users, constrained=False)
+    generated = np.isfinite(free_scores)
+    assert (free[generated] >= 0).all()  # invalid IDs are dropped, and counted
+    assert tiger.invalid_id_rate >= 0.0
+
+
+def test_beam_search_equals_brute_force_when_beams_cover_the_catalogue(tiger: TIGER) -> None:
+    users = np.arange(6)
+    hist = tiger.histories[users]
+    items, scores = tiger.generate(hist, users, beams=tiger.n_items)
+    exact = tiger.log_likelihood(hist, np.arange(tiger.n_items), users).numpy()
+    order = np.argsort(-exact, axis=1, kind="stable")
+    np.testing.assert_array_equal(items[:, :10], order[:, :10])
+    np.testing.assert_allclose(
+        scores[:, :10], np.take_along_axis(exact, order, 1)[:, :10], atol=1e-4
+    )
+    np.testing.assert_allclose(np.exp(exact).sum(1), 1.0, atol=1e-4)  # a distribution on items
+
+
+def test_score_places_beams_and_minus_inf_elsewhere(tiger: TIGER) -> None:
+    scores = tiger.score(np.arange(5))
+    finite = torch.isfinite(scores).sum(1)
+    assert (finite == tiger.config.beams).all()
+    recs = tiger.recommend(tiger.user_ids.external[:3], k=5, exclude_seen=False)
+    assert recs.groupby("user")["item"].nunique().eq(5).all()
+
+
+def test_save_load_keeps_scores_and_mapping(tiger: TIGER, tmp_path: Path) -> None:
+    tiger.save(tmp_path / "m")
+    back = TIGER.load(tmp_path / "m")
+    np.testing.assert_array_equal(back.id_map.codes, tiger.id_map.codes)
+    torch.testing.assert_close(back.score(np.arange(5)), tiger.score(np.arange(5)))
+
+
+def test_precomputed_semantic_ids_must_cover_the_catalogue(data) -> None:
+    model = TIGER(TINY)
+    model.use_semantic_ids(SemanticIdMap(add_collision_level(np.zeros((5, 1), np.int64))))
+    with pytest.raises(PolyrecError, match="cover 5 items"):
+        model.fit(data.train)
+
+
+def test_unknown_item_vectors_is_a_clear_error(data) -> None:
+    with pytest.raises(PolyrecError, match="item vectors"):
+        TIGER({**TINY, "item_features": "vector:nope"}).fit(data.train)
+
+
+# ---------------------------------------------------------------------- preferences
+def test_extractive_generator_writes_both_polarities() -> None:
+    window = [
+        ItemReview("gentle face wash", "skincare", "I love it, so gentle", 5.0),
+        ItemReview("citrus perfume", "fragrance", "Terrible smell, I regret buying this", 1.0),
+        ItemReview("nail kit", "", "It is okay", 3.0),
+        ItemReview("hair oil bottle", "", "great, my hair is soft", None),
+    ]
+    prefs = ExtractiveGenerator().generate(window)
+    assert prefs == ["Prefers hair oil bottle", "Avoid fragrance", "Prefers skincare"]
+    assert [is_negative(p) for p in prefs] == [False, True, False]
+    assert ExtractiveGenerator(max_preferences=1).generate(window) == ["Prefers hair oil bottle"]
+
+
+def test_parse_preferences_json_and_lines() -> None:
+    answer = '{"instructions": ["Prefers matte lipstick", "Avoid strong scents", "x", "x"]}'
+    assert parse_preferences(answer) == ["Prefers matte lipstick", "Avoid strong scents", "x"]
+    assert parse_preferences("- Likes soft brushes\n2. Avoid glitter\n\n", limit=1) == [
+        "Likes soft brushes"
+    ]
+
+
+class _Counting(PreferenceGenerator):
+    calls = 0
+
+    @property
+    def name(self) -> str:
+        return "counting"
+
+    def generate(self, window):
+        type(self).calls += 1
+        return [f"Prefers item {len(window)}"]
+
+
+def test_user_preferences_per_step_and_shared_cache(tmp_path: Path) -> None:
+    ds = make_synthetic(4, 20, 24, min_history=5, seed=4)
+    cache = tmp_path / "prefs.jsonl"
+    table = user_preferences(ds, _Counting(), window=3, last_n=None, cache_path=cache)
+    n_steps = ds.n_interactions
+    assert _Counting.calls == n_steps
+    assert table.at(0, 0) == ["Prefers item 1"] and table.at(0, 4) == ["Prefers item 3"]
+    assert table.accumulated(0, 4) == ["Prefers item 1", "Prefers item 2", "Prefers item 3"]
+    lines = [json.loads(x) for x in cache.read_text().splitlines()]
+    assert len(lines) == n_steps and {"user", "step", "preferences"} <= set(lines[0])
+    again = user_preferences(ds, _Counting(), window=3, last_n=None, cache_path=cache)
+    assert _Counting.calls == n_steps  # all read from the cache
+    assert again.prefs == table.prefs
+
+
+def test_llm_generator_with_a_tiny_random_model() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    words = '[UNK] { } [ ] " : , instructions prefers avoid soft scent love it title review'
+    vocab = {w: i for i, w in enumerate(words.split())}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(vocab), n_embd=16, n_layer=1, n_head=2, n_positions=512)
+    )
+    gen = LLMGenerator(model, tokenizer, max_new_tokens=8)
+    window = [ItemReview("soft brush", "", "love it", 5.0)]
+    assert '"review": "love it"' in gen.prompt(window)
+    prefs = gen.generate(window)
+    assert isinstance(prefs, list) and len(prefs) <= 5
+    assert all(isinstance(p, str) and p for p in prefs)
+
+
+# ---------------------------------------------------------------------- Mender
+def test_mender_fits_follows_context_and_round_trips(data, tmp_path: Path) -> None:
+    from test_text_features import tiny_sentence_model
+
+    encoder = tiny_sentence_model(tmp_path / "enc")
+    model = Mender({**TINY, "preference_model": encoder, "epochs": 2}).fit(data.train)
+    assert model.pref_texts and all(p.startswith(("Prefers", "Avoid")) for p in model.pref_texts)
+    assert model._train_prefs.shape[0] == len(prefix_examples(data.train, 5)[0])
+    users = np.arange(4)
+    hist = model.histories[users]
+    a, sa = model.generate_with_preferences(hist, [["Prefers red"]] * 4, users)
+    _, sb = model.generate_with_preferences(hist, [["Avoid soft brush"]] * 4, users)
+    assert (a >= 0).all() and model.invalid_id_rate == 0.0
+    assert np.abs(sa - sb).max() > 0  # the preference is in the encoder context
+    model.set_preference_context(users, [["Prefers red"]] * 4)
+    torch.testing.assert_close(
+        model.score(users)[0, a[0]], torch.from_numpy(sa[0].astype(np.float32))
+    )
+    model.save(tmp_path / "m")
+    back = Mender.load(tmp_path / "m")
+    assert back.pref_texts == model.pref_texts
+    torch.testing.assert_close(back.score(users), model.score(users))
+
+
+# ---------------------------------------------------------------------- benchmark
+def test_steering_partners_on_a_ten_item_toy_case() -> None:
+    angles = np.linspace(0, np.pi, 10)  # item k at angle k*pi/9 on the unit circle
+    emb = np.stack([np.cos(angles), np.sin(angles)], 1)
+    targets = np.array([0, 1, 5, 9, 6])
+    fine = steering_partner(targets, emb, coarse=False)
+    coarse = steering_partner(targets, emb, coarse=True)
+    # hand-computed: nearest other item / farthest item among the samples' targets
+    assert fine.tolist() == [1, 0, 4, 4, 2]
+    assert coarse.tolist() == [3, 3, 0, 0, 0]
+    assert steering_partner(np.array([4, 4]), emb, coarse=False).tolist() == [-1, -1]
+
+
+def test_build_benchmark_axes_by_hand() -> None:
+    emb = np.eye(3, dtype=np.float32)
+    vecs = {"Prefers a": emb[0], "Avoid b": emb[1], "Prefers c": emb[2]}
+    samples = build_benchmark(
+        users=np.array([0, 1]),
+        targets=np.array([0, 1]),
+        preferences=[["Prefers c", "Prefers a"], ["Avoid b"]],
+        accumulated=[["Prefers a", "Prefers c", "Avoid b"], ["Avoid b"]],
+        item_emb=emb,
+        embed=lambda texts: np.stack([vecs[t] for t in texts]),
+    )
+    rec = samples["recommendation"]
+    assert [(s.history_user, s.preferences, s.target) for s in rec] == [
+        (0, ["Prefers a"], 0),
+        (1, ["Avoid b"], 1),
+    ]
+    sent = samples["sentiment"]
+    assert [(s.preferences, s.avoid) for s in sent] == [
+        (["Prefers a"], ["Avoid a"]),
+        (["Prefers b"], ["Avoid b"]),
+    ]
+    assert [(s.history_user, s.preferences, s.target) for s in samples["fine"]] == [
+        (0, ["Avoid b"], 1),
+        (1, ["Prefers a"], 0),
+    ]
+    assert samples["consolidation"][0].preferences == ["Prefers a", "Prefers c", "Avoid b"]
+    assert invert("Avoid strong scents") == "Prefers strong scents"
+    assert invert("Prefers matte") == "Avoid matte"
+
+
+def test_rank_metrics_and_combined_recall_by_hand() -> None:
+    ranked = np.array([[3, 1, 2], [5, 6, 7], [9, -1, -1]])
+    targets = np.array([1, 4, 9])
+    m = rank_metrics(ranked, targets, ks=(1, 3))
+    assert m["recall@1"] == pytest.approx(1 / 3) and m["recall@3"] == pytest.approx(2 / 3)
+    assert m["ndcg@3"] == pytest.approx((1 / np.log2(3) + 1.0) / 3)
+    neg = np.array([[0, 0, 1], [4, 0, 0], [0, 0, 0]])
+    c = combined_recall(ranked, neg, targets, ks=(3,))
+    assert c["combined_recall@3"] == pytest.approx(1 / 3)  # sample 0 fails the negative side
