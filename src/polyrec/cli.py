@@ -19,6 +19,7 @@ from rich.text import Text
 
 from polyrec.bench.cli import bench, report
 from polyrec.errors import PolyrecError
+from polyrec.models.ranking.cli import ctr_app
 from polyrec.serve.cli import serve
 
 if TYPE_CHECKING:
@@ -566,3 +567,4 @@ def _pvalue(p: float) -> Text:
 app.command()(bench)
 app.command()(report)
 app.command()(serve)
+app.add_typer(ctr_app, name="ctr")

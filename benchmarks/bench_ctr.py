@@ -1,0 +1,225 @@
+"""Long-sequence CTR on the Taobao UserBehavior head: DIN, SIM, TWIN, DARE, no-history.
+
+Every model reads ``configs/taobao/<config>.yaml`` and trains on the **same samples** (built
+once from the config's protocol, sample seed 0) with the same model seeds. Per config and seed
+the results file records test AUC / gAUC / logloss, the GSU's search recall (share of top-k
+slots holding behaviours of the target's category), training throughput, fit time, the best
+epoch and this process's peak RSS. Per-user test AUCs (mean over seeds) are kept for paired tests.
+
+``--timing`` measures, for search-based configs, the search-stage (GSU) and full-scoring time
+for 1,000 candidates against one 2,000-event history (one thread, wall and CPU time), into
+``ctr_search_timing.json``.
+
+``--conflict`` compares, per config, the gradients the item table gets from the attention
+path and from the representation path (norm ratio, cosine, share of conflicting rows), at
+initialisation and after training, into ``ctr_gradient_conflict.json``.
+
+``--summarize`` reads every ``ctr_taobao_head_<config>.json`` and writes
+``ctr_taobao_head_summary.json``: mean and std over seeds per config, paired t / Wilcoxon tests
+of per-user test AUC between DARE and each baseline, and DARE's attention dim 16 vs 64 (search
+speed-up and AUC difference).
+
+    OMP_NUM_THREADS=1 POLYREC_DATA_DIR=/work/shared/data python benchmarks/bench_ctr.py \\
+        --configs dare twin --seeds 0 1 2
+    python benchmarks/bench_ctr.py --timing dare dare_att64 twin sim sim_soft --summarize
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from polyrec.config import build, load_yaml
+from polyrec.data.ctr import build_ctr_samples
+from polyrec.eval.ctr_metrics import per_user_auc
+from polyrec.eval.significance import paired_tests, summarize_seeds
+from polyrec.models.ranking.analysis import gradient_conflict, search_timing
+from polyrec.models.ranking.base import get_ranker_class
+from polyrec.models.ranking.experiment import CTRRunConfig, load_log, train_eval
+from polyrec.models.ranking.twostage import TwoStageNet
+from polyrec.record import peak_rss_mb, versions
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+CONFIGS = ROOT.parent / "configs" / "taobao"
+PREFIX = "ctr_taobao_head_"
+
+
+def run(configs: list[str], seeds: list[int], data_dir: str | None) -> None:
+    """Train and evaluate each config for each seed; one results file per config."""
+    torch.set_num_threads(1)
+    cfgs = {name: build(CTRRunConfig, load_yaml(CONFIGS / f"{name}.yaml")) for name in configs}
+    protocols = {c.data.model_dump_json() for c in cfgs.values()}
+    if len(protocols) != 1:
+        raise SystemExit("all configs must share the data section (same samples)")
+    first = next(iter(cfgs.values()))
+    log = load_log(first.data, data_dir)
+    data = build_ctr_samples(log, first.data.protocol)
+    for name, cfg in cfgs.items():
+        out: dict[str, Any] = {
+            "config": name,
+            "model": cfg.model,
+            "params": cfg.params,
+            "protocol": cfg.data.protocol.model_dump(),
+            "data": data.summary(),
+            "versions": versions(),
+            "runs": [],
+        }
+        user_aucs = []
+        for seed in seeds:
+            start_cpu = time.process_time()
+            model, result = train_eval(cfg.model, cfg.params, data, seed)
+            result["cpu_seconds"] = time.process_time() - start_cpu
+            result["train_samples_per_second"] = float(
+                np.mean([h["samples_per_second"] for h in result["history"]])
+            )
+            users, aucs, _ = per_user_auc(
+                data.test.user, data.test.label, model.predict_proba(data.test)
+            )
+            user_aucs.append(aucs)
+            result["peak_rss_mb"] = peak_rss_mb()
+            out["runs"].append(result)
+            out["summary"] = summarize_seeds([r["test"] for r in out["runs"]])
+            out["per_user_test_auc"] = {
+                "users": users.tolist(),
+                "auc_mean_over_seeds": np.mean(user_aucs, axis=0).tolist(),
+            }
+            (RESULTS / f"{PREFIX}{name}.json").write_text(json.dumps(out, indent=1) + "\n")
+            print(name, seed, {k: round(v, 4) for k, v in result["test"].items()}, flush=True)
+
+
+def timing(configs: list[str], rounds: int, data_dir: str | None) -> None:
+    """Search-stage and scoring time of each search-based config (untrained weights: the
+    time does not depend on them), interleaved over ``rounds`` so load spikes hit all alike."""
+    torch.set_num_threads(1)
+    cfgs = {name: build(CTRRunConfig, load_yaml(CONFIGS / f"{name}.yaml")) for name in configs}
+    first = next(iter(cfgs.values()))
+    log = load_log(first.data, data_dir)
+    dims = build_ctr_samples(log, first.data.protocol).dims
+    models = {}
+    for name, cfg in cfgs.items():
+        model = get_ranker_class(cfg.model)(cfg.params)
+        model.dims, model.net = dims, model._build(dims)
+        if not isinstance(model.net, TwoStageNet):
+            raise SystemExit(f"{name} has no search stage")
+        models[name] = model
+    per_round: dict[str, list[dict[str, float]]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            per_round[name].append(search_timing(model, history_len=2000, n_candidates=1000))
+    out = {
+        "setting": "1 user, 2,000-event history, 1,000 candidates, 1 thread; "
+        f"median over {rounds} rounds of the median of 20 runs",
+        "versions": versions(),
+        "configs": {
+            name: {
+                key: float(np.median([r[key] for r in rounds_]))
+                for key in rounds_[0]
+                if key.endswith("_per_1k")
+            }
+            for name, rounds_ in per_round.items()
+        },
+    }
+    (RESULTS / "ctr_search_timing.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out["configs"], indent=1))
+
+
+def conflict(configs: list[str], data_dir: str | None) -> None:
+    """Attention- vs representation-path gradients of the item table (DARE paper, Sec. 3),
+    at initialisation and after training with seed 0, on the training samples."""
+    torch.set_num_threads(1)
+    cfgs = {name: build(CTRRunConfig, load_yaml(CONFIGS / f"{name}.yaml")) for name in configs}
+    first = next(iter(cfgs.values()))
+    data = build_ctr_samples(load_log(first.data, data_dir), first.data.protocol)
+    out: dict[str, Any] = {"versions": versions(), "configs": {}}
+    for name, cfg in cfgs.items():
+        torch.manual_seed(0)
+        model = get_ranker_class(cfg.model)({**cfg.params, "seed": 0})
+        model.dims, model.net = data.dims, model._build(data.dims)
+        at_init = gradient_conflict(model, data.train)
+        model, result = train_eval(cfg.model, cfg.params, data, 0)
+        out["configs"][name] = {
+            "init": at_init,
+            "trained": gradient_conflict(model, data.train),
+            "test_auc": result["test"]["auc"],
+        }
+        print(name, out["configs"][name], flush=True)
+    (RESULTS / "ctr_gradient_conflict.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
+def summarize() -> None:
+    """Aggregate every per-config file into the summary (see module docstring)."""
+    files = sorted(RESULTS.glob(f"{PREFIX}*.json"))
+    res = {
+        p.stem[len(PREFIX) :]: json.loads(p.read_text())
+        for p in files
+        if not p.stem.endswith("summary")
+    }
+    table = {
+        name: {
+            "seeds": [r["seed"] for r in r_["runs"]],
+            **r_["summary"],
+            "train_samples_per_second": float(
+                np.mean([r["train_samples_per_second"] for r in r_["runs"]])
+            ),
+            "fit_seconds": float(np.mean([r["fit_seconds"] for r in r_["runs"]])),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in r_["runs"]),
+        }
+        for name, r_ in res.items()
+    }
+    paired = {}
+    if "dare" in res:
+        dare = res["dare"]["per_user_test_auc"]
+        for other in sorted(set(res) - {"dare"}):
+            theirs = res[other]["per_user_test_auc"]
+            if theirs["users"] != dare["users"]:
+                continue
+            paired[f"dare_vs_{other}"] = paired_tests(
+                np.array(dare["auc_mean_over_seeds"]), np.array(theirs["auc_mean_over_seeds"])
+            )
+    summary: dict[str, Any] = {"table": table, "paired_per_user_test_auc": paired}
+    timing_file = RESULTS / "ctr_search_timing.json"
+    if timing_file.is_file() and "dare" in table and "dare_att64" in table:
+        times = json.loads(timing_file.read_text())["configs"]
+        a16, a64 = times["dare"], times["dare_att64"]
+        summary["dare_attention_dim_16_vs_64"] = {
+            "search_speedup_wall": a64["search_ms_per_1k"] / a16["search_ms_per_1k"],
+            "search_speedup_cpu": a64["search_cpu_ms_per_1k"] / a16["search_cpu_ms_per_1k"],
+            "auc_diff_points": 100
+            * (table["dare"]["auc"]["mean"] - table["dare_att64"]["auc"]["mean"]),
+            "timing": {"dare": a16, "dare_att64": a64},
+        }
+    (RESULTS / f"{PREFIX}summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="*", default=[])
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--timing", nargs="*", default=[], help="search-based configs to time")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--conflict", nargs="*", default=[], help="configs to analyse")
+    parser.add_argument("--summarize", action="store_true")
+    parser.add_argument("--data-dir", default=os.environ.get("POLYREC_DATA_DIR"))
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.configs:
+        run(args.configs, args.seeds, args.data_dir)
+    if args.timing:
+        timing(args.timing, args.rounds, args.data_dir)
+    if args.conflict:
+        conflict(args.conflict, args.data_dir)
+    if args.summarize:
+        summarize()
+
+
+if __name__ == "__main__":
+    main()
