@@ -27,6 +27,9 @@ MODELS: dict[str, str] = {
     "freedom": "polyrec.models.multimodal.freedom:FREEDOM",
     "sisa": "polyrec.unlearn.sisa:SISA",
     "unlearned": "polyrec.unlearn.base:Unlearned",
+    "tiger": "polyrec.models.generative.tiger:TIGER",
+    "mender": "polyrec.models.generative.mender:Mender",
+    "unimp": "polyrec.models.unified.unimp:UniMP",
 }
 
 
