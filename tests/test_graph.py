@@ -3,6 +3,7 @@ training, accuracy against Pop and BPR-MF on synthetic data, save/load, GF-CF's 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from math import sqrt
 from pathlib import Path
@@ -243,3 +244,12 @@ def test_gfcf_equals_dense_formula(dense_items: int, monkeypatch: pytest.MonkeyP
     expected = x @ norm.T @ norm + alpha * x @ np.diag(di**-0.5) @ v @ v.T @ np.diag(di**0.5)
     model = GFCF(k=k, alpha=alpha).fit(frame_dataset(x))
     np.testing.assert_allclose(model.score(np.arange(8)), expected, atol=1e-5)
+
+
+def test_graph_operator_deep_copies() -> None:
+    adj = sp.random(6, 6, density=0.4, random_state=0, format="csr", dtype=np.float32)
+    op = GraphOperator(adj)
+    dup = copy.deepcopy(op)
+    x = torch.randn(6, 3)
+    torch.testing.assert_close(dup(x), op(x))
+    assert dup.values is not op.values

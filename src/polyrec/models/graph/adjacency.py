@@ -14,6 +14,7 @@ backward; it also implements the NGCF code's edge ("node") dropout on the stored
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any, Literal
 
@@ -123,6 +124,16 @@ class GraphOperator(torch.nn.Module):
     def _csr_t(self, values: torch.Tensor) -> torch.Tensor:
         shape = (self.shape[1], self.shape[0])
         return _csr_tensor(self.crow_t, self.col_t, values[self.to_transpose], shape)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GraphOperator:
+        # torch cannot deep-copy sparse CSR tensors: copy the parts, rebuild the two matrices
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            if key not in ("a", "a_t"):
+                new.__dict__[key] = copy.deepcopy(value, memo)
+        new.a, new.a_t = new._csr(new.values), new._csr_t(new.values)
+        return new
 
     def _apply(self, fn: Any, recurse: bool = True) -> GraphOperator:
         super()._apply(fn, recurse)
