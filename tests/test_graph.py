@@ -15,6 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from polyrec.data.dataset import Dataset
+from polyrec.data.sampling import user_uniform_triples
 from polyrec.data.split import Split, ratio_split
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
@@ -25,7 +26,7 @@ from polyrec.models.classic.pop import Pop
 from polyrec.models.graph import gfcf as gfcf_module
 from polyrec.models.graph.adjacency import GraphOperator, bipartite_adjacency
 from polyrec.models.graph.gfcf import GFCF
-from polyrec.models.graph.lightgcn import LightGCN, user_uniform_triples
+from polyrec.models.graph.lightgcn import LightGCN
 from polyrec.models.graph.ngcf import NGCF
 
 # 3 users x 4 items: u0 -> {i0, i1}, u1 -> {i1, i2}, u2 -> {i2, i3}.

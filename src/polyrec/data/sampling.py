@@ -179,3 +179,17 @@ def bpr_triples(
     users = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))[order]
     positives = m.indices[order].astype(np.int64)
     return users, positives, sampler.sample(users, rng=rng)
+
+
+def user_uniform_triples(
+    csr: sp.csr_matrix, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` BPR triples as the LightGCN / NGCF codes draw them: a user uniformly among those
+    with a positive, one of their positives uniformly, a uniform non-positive item."""
+    m = sp.csr_matrix(csr)
+    degree = np.diff(m.indptr)
+    active = np.flatnonzero(degree)
+    users = active[rng.integers(0, len(active), size=n)]
+    positives = m.indices[m.indptr[users] + rng.integers(0, degree[users])].astype(np.int64)
+    negatives = UniformNegativeSampler(m).sample(users, rng=rng)
+    return users, positives, negatives

@@ -130,3 +130,13 @@ class TorchRecommender(Recommender):
         self.module.load_state_dict(state["module"])
         self.module.to(device).eval()
         self.train_module = self.module
+
+
+def triple_batches(
+    triples: tuple[np.ndarray, np.ndarray, np.ndarray], batch_size: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Consecutive batches ``{"users", "pos", "neg"}`` of BPR triples, as tensors."""
+    users, pos, neg = (torch.from_numpy(a) for a in triples)
+    for start in range(0, len(users), batch_size):
+        stop = start + batch_size
+        yield {"users": users[start:stop], "pos": pos[start:stop], "neg": neg[start:stop]}

@@ -26,30 +26,15 @@ from collections.abc import Iterator
 from typing import Any, ClassVar, Literal, Protocol, Self, cast
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from polyrec.data.dataset import Dataset
-from polyrec.data.sampling import UniformNegativeSampler, bpr_triples
+from polyrec.data.sampling import bpr_triples, user_uniform_triples
 from polyrec.models.base import ModelConfig
 from polyrec.models.graph.adjacency import GraphOperator, Normalization, bipartite_adjacency
-from polyrec.models.torch_base import TorchConfig, TorchRecommender
-
-
-def user_uniform_triples(
-    csr: sp.csr_matrix, n: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` BPR triples as the LightGCN / NGCF codes draw them: a user uniformly among those
-    with a positive, one of their positives uniformly, a uniform non-positive item."""
-    m = sp.csr_matrix(csr)
-    degree = np.diff(m.indptr)
-    active = np.flatnonzero(degree)
-    users = active[rng.integers(0, len(active), size=n)]
-    positives = m.indices[m.indptr[users] + rng.integers(0, degree[users])].astype(np.int64)
-    negatives = UniformNegativeSampler(m).sample(users, rng=rng)
-    return users, positives, negatives
+from polyrec.models.torch_base import TorchConfig, TorchRecommender, triple_batches
 
 
 class GraphNet(Protocol):
@@ -104,11 +89,7 @@ class GraphBPR(TorchRecommender):
             triples = user_uniform_triples(csr, csr.nnz, rng)
         else:
             triples = bpr_triples(csr, rng)
-        users, pos, neg = (torch.from_numpy(a) for a in triples)
-        size = self.config.batch_size
-        for start in range(0, len(users), size):
-            stop = start + size
-            yield {"users": users[start:stop], "pos": pos[start:stop], "neg": neg[start:stop]}
+        return triple_batches(triples, self.config.batch_size)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self._final = None

@@ -30,7 +30,7 @@ from polyrec.data.sampling import bpr_triples
 from polyrec.errors import PolyrecError
 from polyrec.models.base import ModelConfig
 from polyrec.models.multimodal.common import item_features
-from polyrec.models.torch_base import TorchConfig, TorchRecommender
+from polyrec.models.torch_base import TorchConfig, TorchRecommender, triple_batches
 
 
 class VBPRConfig(TorchConfig):
@@ -133,11 +133,7 @@ class VBPR(TorchRecommender):
     def _batches(
         self, train: Dataset, rng: np.random.Generator
     ) -> Iterator[dict[str, torch.Tensor]]:
-        users, pos, neg = (torch.from_numpy(a) for a in bpr_triples(train.binary_csr, rng))
-        size = self.config.batch_size
-        for start in range(0, len(users), size):
-            stop = start + size
-            yield {"users": users[start:stop], "pos": pos[start:stop], "neg": neg[start:stop]}
+        return triple_batches(bpr_triples(train.binary_csr, rng), self.config.batch_size)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x_ui, x_uj, sq_norm = self.train_module(batch["users"], batch["pos"], batch["neg"])
