@@ -31,6 +31,7 @@ from polyrec.data.sequences import PAD
 from polyrec.errors import PolyrecError
 from polyrec.features.text import DEFAULT_MODEL, embed_item_texts
 from polyrec.models.base import ModelConfig
+from polyrec.models.generative.decoding import scores_from_beams
 from polyrec.models.generative.preferences import (
     ExtractiveGenerator,
     PreferenceGenerator,
@@ -187,7 +188,7 @@ class Mender(TIGER):
     def _score(self, users: np.ndarray) -> torch.Tensor:
         tokens = self.histories[users]
         context = self._prefix(self.pref_emb, self.user_context[users])
-        scores = self._scores_from_beams(*self.generate(tokens, users, **context))
+        scores = scores_from_beams(*self.generate(tokens, users, **context), self.n_items)
         cold = torch.from_numpy(tokens[:, -1] == PAD)
         if cold.any():
             scores[cold] = self.popularity

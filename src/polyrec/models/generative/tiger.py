@@ -40,8 +40,14 @@ from pydantic import Field
 from polyrec.data.dataset import Dataset
 from polyrec.data.sequences import PAD, pad_histories
 from polyrec.errors import PolyrecError
-from polyrec.features.text import DEFAULT_FIELDS, DEFAULT_MODEL, embed_item_texts
+from polyrec.features.text import DEFAULT_FIELDS, DEFAULT_MODEL
 from polyrec.models.base import ModelConfig
+from polyrec.models.generative.decoding import (
+    finish_beams,
+    item_feature_matrix,
+    scores_from_beams,
+    trie_log_probs,
+)
 from polyrec.models.generative.semantic_ids import (
     SemanticIdConfig,
     SemanticIdMap,
@@ -319,8 +325,11 @@ class TIGER(SequentialRecommender):
             total = torch.zeros(b * n, device=self.device)
             keys = torch.zeros(b * n, dtype=torch.long)
             for d, lg in enumerate(logits):
-                logp = self._log_probs(
-                    lg.reshape(b * n, -1), keys if self.config.constrained else None, d
+                logp = trie_log_probs(
+                    lg.reshape(b * n, -1),
+                    cast(SemanticIdMap, self.id_map),
+                    keys if self.config.constrained else None,
+                    d,
                 )
                 total += logp.gather(1, tgt[:, d : d + 1]).squeeze(1)
                 keys = keys * id_map.vocab[d] + tgt[:, d].cpu()
@@ -341,27 +350,14 @@ class TIGER(SequentialRecommender):
                 )
             self.id_map, self.semantic_id_report = preset
         else:
-            embeddings = self._item_feature_matrix(train)
+            cfg = self.config
+            embeddings = item_feature_matrix(
+                train, cfg.item_features, cfg.text_model, cfg.text_fields, cfg.progress
+            )
             self.id_map, self.semantic_id_report = build_semantic_ids(
                 embeddings, self.config.semantic_ids
             )
         super()._fit(train, valid)
-
-    def _item_feature_matrix(self, train: Dataset) -> np.ndarray:
-        source = self.config.item_features
-        if source == "text":
-            return embed_item_texts(
-                train,
-                self.config.text_model,
-                fields=self.config.text_fields,
-                progress=self.config.progress,
-            )
-        key = source.partition(":")[2]
-        if key not in train.item_vectors:
-            raise PolyrecError(
-                f"item_features {source!r}: dataset has item vectors {sorted(train.item_vectors)}"
-            )
-        return train.item_vectors[key]
 
     def _dims(self, train: Dataset) -> dict[str, int]:
         id_map = cast(SemanticIdMap, self.id_map)
@@ -396,14 +392,14 @@ class TIGER(SequentialRecommender):
     # ------------------------------------------------------------------ scoring
     def _score(self, users: np.ndarray) -> torch.Tensor:
         tokens = self.histories[users]
-        scores = self._scores_from_beams(*self.generate(tokens, users))
+        scores = scores_from_beams(*self.generate(tokens, users), self.n_items)
         cold = torch.from_numpy(tokens[:, -1] == PAD)
         if cold.any():
             scores[cold] = self.popularity
         return scores
 
     def _next_item_scores(self, items: torch.Tensor, times: torch.Tensor | None) -> torch.Tensor:
-        return self._scores_from_beams(*self.generate(items.cpu().numpy()))
+        return scores_from_beams(*self.generate(items.cpu().numpy()), self.n_items)
 
     def score_histories(
         self,
@@ -413,16 +409,7 @@ class TIGER(SequentialRecommender):
         """Scores after ad-hoc histories (no user token): beam log-probs, ``-inf`` elsewhere."""
         self._check_fitted()
         tokens, _ = pad_histories(items, self.n_items, self.config.max_len)
-        return self._scores_from_beams(*self.generate(tokens))
-
-    def _scores_from_beams(self, items: np.ndarray, log_probs: np.ndarray) -> torch.Tensor:
-        scores = torch.full((len(items), self.n_items), -torch.inf)
-        ok = items >= 0
-        rows = np.repeat(np.arange(len(items)), ok.sum(1))
-        scores[torch.from_numpy(rows), torch.from_numpy(items[ok])] = torch.from_numpy(
-            log_probs[ok].astype(np.float32)
-        )
-        return scores
+        return scores_from_beams(*self.generate(tokens), self.n_items)
 
     def _encoder_tokens(self, tokens: np.ndarray, users: np.ndarray | None) -> torch.Tensor:
         """History item tokens ``(B, L)`` -> encoder tokens ``(B, 1 + L * depth)``: the user
@@ -443,18 +430,6 @@ class TIGER(SequentialRecommender):
     def _net(self) -> _Seq2Seq:
         return cast(_Seq2Seq, self.module)
 
-    def _log_probs(
-        self, logits: torch.Tensor, keys: torch.Tensor | None, depth: int
-    ) -> torch.Tensor:
-        """Log-probabilities over depth ``depth``'s codes, renormalised over the trie's allowed
-        tokens when ``keys`` (packed prefixes) are given; rows with nothing allowed are -inf."""
-        if keys is None:
-            return F.log_softmax(logits.float(), dim=-1)
-        allowed = cast(SemanticIdMap, self.id_map).allowed(keys, depth).to(logits.device)
-        masked = logits.float().masked_fill(~allowed, -torch.inf)
-        lse = torch.logsumexp(masked, dim=-1, keepdim=True)
-        return masked - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-
     def _beam_search(
         self, enc_tokens: torch.Tensor, k: int, constrained: bool, **context: torch.Tensor
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -469,8 +444,8 @@ class TIGER(SequentialRecommender):
         for d in range(id_map.depth):
             nb = dec.shape[1]
             states = net.decode(dec, memory, mask)[:, :, -1].reshape(b * nb, -1)
-            logp = self._log_probs(
-                net.step_logits(states, d), keys.reshape(-1) if constrained else None, d
+            logp = trie_log_probs(
+                net.step_logits(states, d), id_map, keys.reshape(-1) if constrained else None, d
             )
             vocab = id_map.vocab[d]
             total = (scores[:, :, None] + logp.view(b, nb, vocab)).view(b, nb * vocab)
@@ -481,18 +456,12 @@ class TIGER(SequentialRecommender):
             dec = torch.cat([prev, (tok + net.dec_offsets[d])[:, :, None]], dim=2)
             scores = top
         codes = (dec[:, :, 1:] - torch.tensor(net.dec_offsets, device=device)).cpu().numpy()
-        items = id_map.items_of(codes.reshape(-1, id_map.depth)).reshape(b, -1)
-        log_probs = scores.cpu().numpy()
-        real = np.isfinite(log_probs)
+        raw = scores.cpu().numpy()
+        real = np.isfinite(raw)
+        valid = id_map.items_of(codes.reshape(-1, id_map.depth)).reshape(real.shape) >= 0
         self._generated += int(real.sum())
-        self._invalid += int((real & (items < 0)).sum())
-        dead = ~real | (items < 0)
-        items[dead], log_probs[dead] = -1, -np.inf
-        if k > items.shape[1]:  # fewer IDs than beams exist
-            fill = k - items.shape[1]
-            items = np.pad(items, ((0, 0), (0, fill)), constant_values=-1)
-            log_probs = np.pad(log_probs, ((0, 0), (0, fill)), constant_values=-np.inf)
-        return items, log_probs
+        self._invalid += int((real & ~valid).sum())
+        return finish_beams(codes.reshape(b, -1, id_map.depth), raw, id_map, k)
 
     # ------------------------------------------------------------------ state
     def _get_state(self) -> dict[str, Any]:

@@ -53,8 +53,14 @@ from polyrec.data.interleaved import (
 )
 from polyrec.data.sequences import PAD
 from polyrec.errors import PolyrecError
-from polyrec.features.text import DEFAULT_FIELDS, DEFAULT_MODEL, embed_item_texts
+from polyrec.features.text import DEFAULT_FIELDS, DEFAULT_MODEL
 from polyrec.models.base import ModelConfig
+from polyrec.models.generative.decoding import (
+    finish_beams,
+    item_feature_matrix,
+    scores_from_beams,
+    trie_log_probs,
+)
 from polyrec.models.generative.semantic_ids import (
     RQKMeansConfig,
     SemanticIdConfig,
@@ -269,7 +275,10 @@ class UniMP(SequentialRecommender):
                 "set early_stopping: null (or fit without valid)"
             )
         self._check_data(train)
-        features = self._item_feature_matrix(train)
+        cfg = self.config
+        features = item_feature_matrix(
+            train, cfg.item_features, cfg.text_model, cfg.text_fields, cfg.progress
+        )
         self.id_map, self.semantic_id_report = build_semantic_ids(features, cfg.semantic_ids)
         mean, std = features.mean(0), features.std(0)
         self._features = torch.from_numpy(
@@ -326,22 +335,6 @@ class UniMP(SequentialRecommender):
                 f"task 'search' builds queries from item titles/categories; dataset "
                 f"{train.name!r} has neither: set tasks.search to 0"
             )
-
-    def _item_feature_matrix(self, train: Dataset) -> np.ndarray:
-        source = self.config.item_features
-        if source == "text":
-            return embed_item_texts(
-                train,
-                self.config.text_model,
-                fields=self.config.text_fields,
-                progress=self.config.progress,
-            )
-        key = source.partition(":")[2]
-        if key not in train.item_vectors:
-            raise PolyrecError(
-                f"item_features {source!r}: dataset has item vectors {sorted(train.item_vectors)}"
-            )
-        return np.asarray(train.item_vectors[key], np.float32)
 
     def _make_builders(self) -> None:
         cfg = self.config
@@ -490,7 +483,7 @@ class UniMP(SequentialRecommender):
 
     # ------------------------------------------------------------------ Recommender scoring
     def _score(self, users: np.ndarray) -> torch.Tensor:
-        scores = self._scores_from_beams(*self.next_items(users))
+        scores = scores_from_beams(*self.next_items(users), self.n_items)
         cold = torch.from_numpy(self.histories[users][:, -1] == PAD)
         if cold.any():
             scores[cold] = self.popularity
@@ -500,16 +493,7 @@ class UniMP(SequentialRecommender):
         builder = cast(PromptBuilder, self.prompts)
         rows = items.cpu().numpy()
         prompts = [builder.prompt("next", self._adhoc_history(r[r != PAD] - 1)) for r in rows]
-        return self._scores_from_beams(*self._beam_items(prompts, self.config.beams))
-
-    def _scores_from_beams(self, items: np.ndarray, log_probs: np.ndarray) -> torch.Tensor:
-        scores = torch.full((len(items), self.n_items), -torch.inf)
-        ok = items >= 0
-        rows = np.repeat(np.arange(len(items)), ok.sum(1))
-        scores[torch.from_numpy(rows), torch.from_numpy(items[ok])] = torch.from_numpy(
-            log_probs[ok].astype(np.float32)
-        )
-        return scores
+        return scores_from_beams(*self._beam_items(prompts, self.config.beams), self.n_items)
 
     # ------------------------------------------------------------------ decoding
     def _prompt_states(
@@ -563,11 +547,8 @@ class UniMP(SequentialRecommender):
                 )
                 states = states[:, -1]
             lo = vocab.sid_offsets[d]
-            logits = net.logits(states)[:, lo : lo + id_map.vocab[d]].float()
-            allowed = id_map.allowed(keys.reshape(-1), d).to(device)
-            masked = logits.masked_fill(~allowed, -torch.inf)
-            lse = torch.logsumexp(masked, -1, keepdim=True)
-            logp = masked - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+            logits = net.logits(states)[:, lo : lo + id_map.vocab[d]]
+            logp = trie_log_probs(logits, id_map, keys.reshape(-1), d)
             v = id_map.vocab[d]
             total = (scores[:, :, None] + logp.view(b, nb, v)).view(b, nb * v)
             top, idx = total.topk(min(k, nb * v), dim=1)
@@ -577,15 +558,7 @@ class UniMP(SequentialRecommender):
             gen = torch.cat([prev, (code + lo)[:, :, None]], 2)
             scores = top
         codes = (gen - torch.tensor(vocab.sid_offsets, device=device)).cpu().numpy()
-        items = id_map.items_of(codes.reshape(-1, id_map.depth)).reshape(b, -1)
-        log_probs = scores.cpu().numpy().astype(np.float64)
-        dead = ~np.isfinite(log_probs) | (items < 0)
-        items[dead], log_probs[dead] = -1, -np.inf
-        if k > items.shape[1]:
-            fill = k - items.shape[1]
-            items = np.pad(items, ((0, 0), (0, fill)), constant_values=-1)
-            log_probs = np.pad(log_probs, ((0, 0), (0, fill)), constant_values=-np.inf)
-        return items, log_probs
+        return finish_beams(codes, scores.cpu().numpy(), id_map, k)
 
     @torch.inference_mode()
     def _greedy_text(self, prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[int]]:
