@@ -257,3 +257,34 @@ def test_quickstart_falls_back_to_synthetic(tmp_path: Path) -> None:
     assert "p t-test (Holm)" in result.stdout and "top 5 for user" in result.stdout
     assert (tmp_path / "qs" / "ease" / "record.json").is_file()
     assert (tmp_path / "qs" / "bpr" / "record.json").is_file()
+
+
+def test_unlearn_forgets_items_and_records_the_report(runs: Path, tmp_path: Path) -> None:
+    from polyrec.models.base import Recommender
+    from polyrec.record import RunRecord
+
+    recs = Recommender.load(runs / "bpr" / "model").recommend(["0", "1", "2"], k=5)
+    forgotten = sorted(set(recs["item"].astype(str)))[:2]
+    request = tmp_path / "forget.json"
+    request.write_text(json.dumps({"items": forgotten}))
+    out = tmp_path / "unlearned"
+    result = polyrec(
+        "unlearn", runs / "bpr", "--forget", request, "--method", "finetune",
+        "--set", "epochs=1", "--out", out,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = RunRecord.load(out)
+    assert record.protocol["unlearning"]["method"] == "finetune"
+    assert record.protocol["unlearning"]["forget_interactions"] > 0
+    assert {"retain_recall@20", "forget_recall@20", "seconds"} <= set(record.metrics["test"])
+    assert record.metrics["test"]["forget_recall@20"] == 0.0  # forgotten items never ranked
+    model = Recommender.load(out / "model")
+    top = model.recommend(["0", "1", "2"], k=20)
+    assert not set(top["item"].astype(str)) & set(forgotten)
+
+
+def test_unlearn_bad_forget_file_is_one_line(runs: Path, tmp_path: Path) -> None:
+    result = polyrec(
+        "unlearn", runs / "bpr", "--forget", tmp_path / "missing.json", "--out", tmp_path / "u"
+    )
+    assert_user_error(result, "forget file not found")

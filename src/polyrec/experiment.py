@@ -275,6 +275,24 @@ def run_experiment(
     return record
 
 
+def load_run(
+    run_dir: str | Path, data_dir: str | Path | None = None
+) -> tuple[RunRecord, PreparedData, Recommender]:
+    """A saved run's record, its data prepared again (dataset, filters, split as recorded) and
+    its model. A fingerprint different from the recorded one (the data changed) is an error."""
+    from polyrec.models.base import Recommender
+
+    record = RunRecord.load(run_dir)
+    spec = resolve_config(record.model, record.dataset, overrides=record.config)
+    data = prepare_data(spec, data_dir)
+    if data.fingerprint != record.dataset_fingerprint:
+        raise PolyrecError(
+            f"dataset {record.dataset!r} differs from the run's (fingerprint "
+            f"{data.fingerprint} != {record.dataset_fingerprint}); is --data-dir the same?"
+        )
+    return record, data, Recommender.load(Path(run_dir) / MODEL_DIR)
+
+
 def reevaluate(
     run_dir: str | Path,
     *,
@@ -287,17 +305,7 @@ def reevaluate(
     The dataset is reloaded by name with the recorded options; a fingerprint different from the
     recorded one (the data changed) is an error.
     """
-    from polyrec.models.base import Recommender
-
-    record = RunRecord.load(run_dir)
-    spec = resolve_config(record.model, record.dataset, overrides=record.config)
-    data = prepare_data(spec, data_dir)
-    if data.fingerprint != record.dataset_fingerprint:
-        raise PolyrecError(
-            f"dataset {record.dataset!r} differs from the run's (fingerprint "
-            f"{data.fingerprint} != {record.dataset_fingerprint}); is --data-dir the same?"
-        )
-    model = Recommender.load(Path(run_dir) / MODEL_DIR)
+    record, data, model = load_run(run_dir, data_dir)
     ks = tuple(ks) if ks else tuple(record.protocol.get("ks", DEFAULT_KS))
     out: dict[str, dict[str, float]] = {}
     if data.split.valid is not None and data.split.valid.n_interactions:
