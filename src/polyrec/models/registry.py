@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from polyrec.errors import PolyrecError
 
@@ -40,8 +41,14 @@ def available_models() -> list[str]:
 
 def get_model_class(name: str) -> type[Recommender]:
     """The class registered under ``name`` (case-insensitive)."""
+    return load_registered(MODELS, name, "model")
+
+
+def load_registered(table: Mapping[str, str], name: str, what: str) -> Any:
+    """Import and return the ``"module:attr"`` that ``table`` maps ``name`` to
+    (case-insensitive); an unknown name is one error listing the known ones."""
     key = name.lower()
-    if key not in MODELS:
-        raise PolyrecError(f"unknown model {name!r}; available: {', '.join(available_models())}")
-    module, _, attr = MODELS[key].partition(":")
+    if key not in table:
+        raise PolyrecError(f"unknown {what} {name!r}; available: {', '.join(sorted(table))}")
+    module, _, attr = table[key].partition(":")
     return getattr(importlib.import_module(module), attr)

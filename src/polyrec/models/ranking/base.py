@@ -14,7 +14,6 @@ weights restored) and scores with :meth:`CTRRanker.predict_proba`.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import time
@@ -31,6 +30,7 @@ from polyrec.config import StrictModel, build
 from polyrec.data.ctr import CTRData, CTRSamples
 from polyrec.errors import PolyrecError
 from polyrec.eval.ctr_metrics import ctr_metrics
+from polyrec.models.registry import load_registered
 
 META_FILE = "ranker.json"
 STATE_FILE = "ranker.pt"
@@ -48,11 +48,7 @@ Batch = dict[str, torch.Tensor]
 
 def get_ranker_class(name: str) -> type[CTRRanker]:
     """The ranker class registered under ``name`` (case-insensitive)."""
-    key = name.lower()
-    if key not in RANKERS:
-        raise PolyrecError(f"unknown CTR model {name!r}; available: {', '.join(sorted(RANKERS))}")
-    module, _, attr = RANKERS[key].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return load_registered(RANKERS, name, "CTR model")
 
 
 class RankerConfig(StrictModel):
