@@ -27,6 +27,7 @@ from polyrec.eval.ctr_metrics import auc, ctr_metrics, gauc, logloss, per_user_a
 from polyrec.models.ranking.analysis import gradient_conflict, search_recall, search_timing
 from polyrec.models.ranking.base import CTRRanker, get_ranker_class, masked_softmax, topk_search
 from polyrec.models.ranking.cli import ctr_app
+from polyrec.models.ranking.experiment import ctr_run_config
 
 torch.set_num_threads(1)
 MODELS = ["nohist", "din", "sim", "twin", "dare"]
@@ -371,6 +372,36 @@ def test_cli_train_writes_record(tmp_path: Path):
     assert (out / "model" / "ranker.pt").is_file()
     again = CliRunner().invoke(ctr_app, args)
     assert again.exit_code != 0 and isinstance(again.exception, PolyrecError)
+
+
+def test_polyrec_train_dispatches_rankers_to_the_ctr_protocol(tmp_path: Path):
+    from polyrec.cli import app
+
+    out = tmp_path / "din"
+    args = ["train", "din", "-d", "synthetic", "-o", str(out), "--seed", "3"]
+    sets = ["epochs=1", "item_dim=4", "category_dim=4", "mlp=[8]", "data.protocol.min_events=30"]
+    sets += ["data.protocol.max_len=10", "data.protocol.n_train=4"]
+    result = CliRunner().invoke(app, [*args, *(a for s in sets for a in ("--set", s))])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "record.json").read_text())
+    assert record["model"] == "din" and record["dataset"] == "synthetic"
+    assert set(record["metrics"]["test"]) == {"auc", "gauc", "logloss"}
+    assert record["config"]["seeds"] == [3] and record["config"]["params"]["epochs"] == 1
+    assert record["protocol"]["max_len"] == 10 and (out / "model" / "ranker.pt").is_file()
+
+
+def test_ctr_run_config_needs_data_and_reads_item_categories():
+    with pytest.raises(PolyrecError, match="needs --dataset"):
+        ctr_run_config("dare")
+    cfg = ctr_run_config("dare", dataset="synthetic", overrides={"top_k": 5, "seeds": [1, 2]})
+    assert cfg.params == {"top_k": 5} and cfg.seeds == [1, 2] and cfg.data.format == "dataset"
+    ds = make_synthetic(n_users=20, n_items=30, seed=0)
+    log = BehaviorLog.from_dataset(ds, "category")
+    back = log.to_dataset("x")
+    assert back.n_interactions == ds.n_interactions and back.item_data is not None
+    again = BehaviorLog.from_dataset(back, "category")
+    np.testing.assert_array_equal(again.categories, log.categories)
+    np.testing.assert_array_equal(again.item_ids[again.items - 1], log.item_ids[log.items - 1])
 
 
 REAL_DATA = os.environ.get("POLYREC_DATA_DIR")

@@ -199,14 +199,16 @@ def models() -> None:
 
         polyrec models
     """
+    from polyrec.models.ranking.base import RANKERS, get_ranker_class
     from polyrec.models.registry import available_models, get_model_class
 
     table = Table(title="Models")
     table.add_column("name", style="bold")
     table.add_column("description")
     table.add_column("config defaults")
-    for name in available_models():
-        cls = get_model_class(name)
+    classes = [(n, get_model_class(n)) for n in available_models()]
+    classes += [(n, get_ranker_class(n)) for n in sorted(RANKERS)]
+    for name, cls in classes:
         doc = (cls.__doc__ or "").strip().split("\n")[0].replace("``", "")
         defaults = ", ".join(f"{k}={v!r}" for k, v in cls.Config().model_dump().items())
         table.add_row(name, Text(doc), Text(defaults))
@@ -253,16 +255,36 @@ def train(
     The run directory gets record.json (config, protocol, metrics, timings, versions),
     model/ (the fitted model), per_user.parquet (per-user test metrics) and items.parquet.
 
+    CTR rankers (din, sim, twin, dare, nohist) cut click samples from the dataset's behaviour
+    log instead (the CTR protocol; --split and --k do not apply) and record test AUC, gAUC
+    and logloss; --config then takes a CTR config (see polyrec ctr train).
+
     Examples:
 
         polyrec train ease --config configs/ml-100k/ease.yaml --out runs/ease
         polyrec train bpr --dataset ml-100k --set epochs=50 --out runs/bpr
         polyrec train pop -d synthetic --set dataset_options.n_users=500 -o runs/pop
+        polyrec train dare -d taobao-head --set data.protocol.min_events=60 -o runs/dare
     """
     from polyrec.config import parse_overrides
     from polyrec.experiment import DEFAULT_KS, run_experiment
+    from polyrec.models.ranking.base import RANKERS
 
     _check_out(out, overwrite)
+    if model.lower() in RANKERS:  # CTR rankers: samples from the log, AUC/gAUC/logloss
+        from polyrec.config import load_yaml
+        from polyrec.models.ranking.cli import print_ctr_record
+        from polyrec.models.ranking.experiment import ctr_run_config, run_ctr
+
+        cfg = ctr_run_config(
+            model,
+            dataset=dataset,
+            config=load_yaml(config) if config else None,
+            overrides=parse_overrides(set_),
+            seed=seed,
+        )
+        print_ctr_record(run_ctr(cfg, out, data_dir), out)
+        return
     record = run_experiment(
         model,
         dataset,

@@ -73,6 +73,19 @@ class BehaviorLog:
         """Number of users."""
         return len(self.user_ids)
 
+    def to_dataset(self, name: str | None = None) -> Dataset:
+        """The log as a :class:`Dataset` of external ids (named ``name``, default the log's),
+        with the items' categories in ``item_data["category"]`` (:meth:`from_dataset` reads
+        it back)."""
+        items = self.item_ids[self.items - 1]
+        frame = pd.DataFrame(
+            {"user": self.user_ids[self.users], "item": items, "timestamp": self.timestamps}
+        )
+        categories = np.empty(self.n_items, dtype=self.category_ids.dtype)
+        categories[self.items - 1] = self.category_ids[self.categories - 1]
+        item_data = pd.DataFrame({"category": categories}, index=pd.Index(self.item_ids))
+        return Dataset.from_frame(frame, rating=None, item_data=item_data, name=name or self.name)
+
     @classmethod
     def from_arrays(
         cls,

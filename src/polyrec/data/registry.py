@@ -138,6 +138,13 @@ def _s3rec(stem: str, text: str | None = None) -> Callable[[Path], Dataset]:
     return read
 
 
+def _taobao_head(root: Path) -> Dataset:
+    from polyrec.data.ctr import read_taobao_userbehavior  # torch: only when this set is read
+
+    path = root / "taobao_userbehavior_head" / "UserBehavior_head.csv"
+    return read_taobao_userbehavior(path).to_dataset("taobao-head")
+
+
 _GROUPLENS = (
     "F. M. Harper and J. A. Konstan, The MovieLens Datasets: History and Context, ACM TiiS 2015; "
     "GroupLens terms: research use, no redistribution"
@@ -230,6 +237,14 @@ BUILTINS: dict[str, Builtin] = {
                     lambda root: read_lcrec(root / "amazon_scientific" / "Scientific"),
                 ),
             ),
+        ),
+        Builtin(
+            "taobao-head",
+            "Taobao UserBehavior, head of the official file: 814 users, 55,233 items, 84,287 "
+            "events (pv/cart/fav/buy), item categories; long histories for CTR ranking",
+            "H. Zhu et al., Learning Tree-based Deep Model for Recommender Systems, KDD 2018; "
+            "Alibaba Tianchi dataset 649: research use only",
+            layouts=(Layout(("taobao_userbehavior_head/UserBehavior_head.csv",), _taobao_head),),
         ),
         Builtin(
             "synthetic",

@@ -8,12 +8,15 @@ happen inside the command so ``polyrec --help`` stays fast; user mistakes raise
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from polyrec.errors import PolyrecError
+
+if TYPE_CHECKING:
+    from polyrec.record import RunRecord
 
 ctr_app = typer.Typer(
     help="Long-sequence CTR ranking: DIN, SIM, TWIN, DARE and a no-history baseline.",
@@ -67,6 +70,11 @@ def train(
     if (out / "record.json").exists() and not overwrite:
         raise PolyrecError(f"{out} already holds a run; pass --overwrite to replace it")
     record = run_ctr(merge(load_yaml(config), parse_overrides(set_)), out, data_dir)
+    print_ctr_record(record, out)
+
+
+def print_ctr_record(record: RunRecord, out: Path) -> None:
+    """The valid/test AUC, gAUC and logloss of a CTR run (mean ± std over seeds)."""
     for part in ("valid", "test"):
         values = record.metrics[part]
         shown = "  ".join(

@@ -2,7 +2,8 @@
 
 The YAML config has ``model`` (a ranker name), ``params`` (its config), ``seeds`` and ``data``:
 ``format`` ``taobao`` (UserBehavior CSV), ``tmall`` (``user_log_format1.csv``) or ``dataset`` (a
-polyrec built-in dataset name in ``path``, with ``category`` naming an item column), plus the
+polyrec built-in dataset name in ``path``, with ``category`` naming an item column, by default
+the first of :data:`CATEGORY_COLUMNS` the dataset has), plus the
 sample ``protocol`` (:class:`polyrec.data.ctr.CTRProtocol`). A relative file path is looked up
 in the data directory (``--data-dir`` / ``POLYREC_DATA_DIR``) and then the working directory.
 
@@ -23,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from polyrec.config import StrictModel, build
+from polyrec.config import StrictModel, build, merge
 from polyrec.data.ctr import (
     BehaviorLog,
     CTRData,
@@ -32,6 +33,7 @@ from polyrec.data.ctr import (
     read_taobao_userbehavior,
     read_tmall,
 )
+from polyrec.errors import PolyrecError
 from polyrec.eval.significance import summarize_seeds
 from polyrec.models.ranking.base import CTRRanker, get_ranker_class
 from polyrec.models.ranking.twostage import TwoStageNet
@@ -59,18 +61,54 @@ class CTRRunConfig(StrictModel):
     data: CTRDataConfig
 
 
+CATEGORY_COLUMNS = ("category", "categories", "genres")
+"""Item columns a built-in dataset's categories are read from when ``category`` is not set."""
+
+
 def load_log(cfg: CTRDataConfig, data_dir: str | Path | None = None) -> BehaviorLog:
     """Read the behaviour log the data config names."""
     if cfg.format == "dataset":
         from polyrec.data.registry import load_dataset
 
-        return BehaviorLog.from_dataset(load_dataset(cfg.path, data_dir), cfg.category)
+        ds = load_dataset(cfg.path, data_dir)
+        category = cfg.category
+        if category is None and ds.item_data is not None:
+            category = next((c for c in CATEGORY_COLUMNS if c in ds.item_data.columns), None)
+        return BehaviorLog.from_dataset(ds, category)
     path = Path(cfg.path)
     if not path.is_absolute() and data_dir is not None and (Path(data_dir) / path).is_file():
         path = Path(data_dir) / path
     if cfg.format == "taobao":
         return read_taobao_userbehavior(path, behaviors=cfg.behaviors, nrows=cfg.nrows)
     return read_tmall(path, actions=cfg.actions, nrows=cfg.nrows)
+
+
+def ctr_run_config(
+    model: str,
+    *,
+    dataset: str | None = None,
+    config: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int | None = None,
+) -> CTRRunConfig:
+    """The run config of ``polyrec train <ranker>``: the YAML ``config`` (CTR layout) if given,
+    its data replaced by the built-in ``dataset`` if given; ``overrides`` whose top-level key
+    is not a config section (``--set epochs=2``) set the ranker's params."""
+    data = dict(config or {})
+    data["model"] = model
+    if dataset is not None:
+        data["data"] = {"format": "dataset", "path": dataset}
+    if "data" not in data:
+        raise PolyrecError(f"{model} needs --dataset or a --config with a data section")
+    sections = set(CTRRunConfig.model_fields)
+    for key, value in (overrides or {}).items():
+        if key in sections:
+            data = merge(data, {key: value})
+        else:
+            data["params"] = merge(data.get("params", {}), {key: value})
+    if seed is not None:
+        data["seeds"] = [seed]
+    return build(CTRRunConfig, data)
 
 
 def fingerprint(log: BehaviorLog) -> str:
