@@ -322,6 +322,7 @@ class CTRData:
     n_categories: int
     item_category: np.ndarray
     item_frequency: np.ndarray
+    item_ids: np.ndarray  # external id of item i at i - 1 (the log's)
     protocol: CTRProtocol
     name: str = "custom"
 
@@ -409,6 +410,7 @@ def build_ctr_samples(log: BehaviorLog, protocol: CTRProtocol | None = None) -> 
         n_categories=log.n_categories,
         item_category=item_category,
         item_frequency=item_freq,
+        item_ids=log.item_ids,
         protocol=cfg,
         name=log.name,
     )

@@ -6,7 +6,11 @@ Endpoints (writes need an API key, see :mod:`polyrec.serve.security`):
   recommendations from their stored events, else the popularity fallback with
   ``cold_start: true``;
 - ``POST /recommendations``: top k after an ad-hoc history of external item ids (unknown items
-  are ignored and listed in ``ignored_history``), with filters;
+  are ignored and listed in ``ignored_history``), or for ``user_id`` when the history is empty,
+  with filters; an optional ``preference`` (read by preference-aware models such as Mender)
+  and ``query`` (product search, answered by search models such as UniMP) condition the models
+  that read them, and ``preference_used`` / ``query_used`` say whether one did; text no loaded
+  model reads is ignored (both flags false), never an error;
 - ``GET /items/{item_id}/similar?k=10``;
 - ``POST /events`` (key): one event or ``{"events": [...]}``, stored all or nothing; events
   whose ``idempotency_key`` is stored already are skipped (an ``Idempotency-Key`` header gives a
@@ -39,6 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from polyrec.errors import PolyrecError
 from polyrec.serve.metrics import CONTENT_TYPE, Metrics
+from polyrec.serve.retrieval import TextRequest
 from polyrec.serve.schemas import (
     MAX_K,
     ErrorBody,
@@ -129,8 +134,8 @@ def create_app(config: ServeConfig, *, unlearner: Unlearner | None = None) -> Fa
             cold_start=result.source == "popularity",
             models=result.models,
             reranked=result.reranked,
-            # no served retrieval model conditions on preference text (yet)
-            preference_used=False,
+            preference_used="preference" in result.text_used,
+            query_used="query" in result.text_used,
             ignored_history=result.ignored_history,
             items=items,
         )
@@ -145,20 +150,33 @@ def create_app(config: ServeConfig, *, unlearner: Unlearner | None = None) -> Fa
 
     @app.post("/recommendations", responses={200: {"model": Recommendations}})
     def recommend_history(body: HistoryRequest) -> Response:
-        """Top k after an ad-hoc history (oldest first) of external item ids.
+        """Top k after an ad-hoc history (oldest first) of external item ids, or for
+        ``user_id`` when the history is empty.
 
-        ``preference`` text is accepted for preference-aware models; ``preference_used`` says
-        whether a loaded model used it (none of the current retrieval models does).
+        ``preference`` and ``query`` condition the models that read them; ``preference_used``
+        and ``query_used`` say whether one did (text no model reads is ignored).
         """
         f = body.filters
-        result = service.recommend_history(
-            body.history,
-            body.k,
-            user_id=body.user_id,
-            exclude_seen=f.exclude_seen,
-            exclude=f.exclude_items,
-            attributes=f.attributes,
-        )
+        text = TextRequest(preference=body.preference, query=body.query)
+        if not body.history and body.user_id is not None:
+            result = service.recommend_user(
+                body.user_id,
+                body.k,
+                exclude_seen=f.exclude_seen,
+                exclude=f.exclude_items,
+                attributes=f.attributes,
+                text=text,
+            )
+        else:
+            result = service.recommend_history(
+                body.history,
+                body.k,
+                user_id=body.user_id,
+                exclude_seen=f.exclude_seen,
+                exclude=f.exclude_items,
+                attributes=f.attributes,
+                text=text,
+            )
         return _json(as_response(result, body.user_id, body.k))
 
     @app.get("/items/{item_id}/similar", responses={200: {"model": SimilarItems}})

@@ -1,7 +1,7 @@
 """``polyrec serve``: put trained runs behind HTTP (uvicorn).
 
-Mount it on the main CLI with ``app.command()(serve)`` (``from polyrec.serve.cli import
-serve``); heavy imports happen inside the function so ``polyrec --help`` stays fast.
+Mounted on the main CLI with ``app.command()(serve)``; heavy imports happen inside the
+function so ``polyrec --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ def serve(
     ranker: Annotated[
         Path | None,
         typer.Option(
-            help="Run directory of a model that re-ranks the candidates.", show_default=False
+            help="Re-rank the candidates with this model: a polyrec train run, or a CTR ranker "
+            "(DIN/SIM/TWIN/DARE run of polyrec train or polyrec ctr train, or a CTRRanker.save "
+            "folder).",
+            show_default=False,
         ),
     ] = None,
     index: Annotated[

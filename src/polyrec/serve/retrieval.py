@@ -21,13 +21,26 @@ score is not a pure inner product (an item bias, a non-linear head) silently sta
 The ad-hoc history fold-in of a non-sequential model is the sum of the item-item scores of
 the history's items (``Recommender._similar``): for EASE this is exactly its score, for
 embedding models it is the cosine fold-in ``sum_h cos(v_h, v_i)``.
+
+Text. A retriever says which request texts its model conditions on (``text_fields``) and
+answers them with :meth:`Retriever.for_text`:
+
+- :class:`PreferenceRetriever`, for models with ``generate_with_preferences`` (Mender):
+  the ``preference`` sentence(s) go into the encoder context before the history;
+- :class:`SearchRetriever`, for models with ``search``/``search_internal`` and a
+  ``tokenizer`` (UniMP): the ``query`` and the history form a product-search prompt.
+
+Both decode a beam of items; allow masks cannot constrain a beam search, so they ask for
+``n`` plus the number of disallowed items (capped at :data:`MAX_TEXT_BEAMS`) and keep the
+allowed ones: at most ``n``, fewer only when the cap binds (very selective filters).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import faiss
 import numpy as np
@@ -37,7 +50,28 @@ from polyrec.errors import PolyrecError
 from polyrec.models.base import Recommender
 
 IndexKind = Literal["auto", "exact", "ivf", "hnsw"]
+TextField = Literal["preference", "query"]
+MAX_TEXT_BEAMS = 1000
 _FIT_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """The texts of one request: a natural-language preference and/or a search query."""
+
+    preference: str | None = None
+    query: str | None = None
+
+    @property
+    def fields(self) -> frozenset[TextField]:
+        """The fields given (holding at least one word character)."""
+        given: set[TextField] = set()
+        # text without a word (blank, punctuation) says nothing to condition on
+        if self.preference and re.search(r"\w", self.preference):
+            given.add("preference")
+        if self.query and re.search(r"\w", self.query):
+            given.add("query")
+        return frozenset(given)
 
 
 @dataclass
@@ -142,6 +176,9 @@ class AnnIndex:
 class Retriever:
     """Exact candidate retrieval with one model; the base of every retriever."""
 
+    text_fields: ClassVar[frozenset[TextField]] = frozenset()
+    """The request texts the model conditions on (see :meth:`for_text`)."""
+
     def __init__(self, model: Recommender) -> None:
         self.model = model
         self.n_items = model.n_items
@@ -184,6 +221,14 @@ class Retriever:
             # the base-class item-item hook (cosine of embeddings, EASE's B, kNN neighbours)
             return self.model._similar(np.asarray(history, dtype=np.int64)).float().sum(0)
 
+    def for_text(
+        self, text: TextRequest, user: int | None, history: np.ndarray, n: int, allowed: np.ndarray
+    ) -> Candidates:
+        """Top ``n`` allowed items conditioned on ``text`` (the fields in ``text_fields``),
+        for a known ``user`` (internal index; their stored history) or, when ``user`` is None,
+        after ``history`` (internal items, oldest first; may be empty)."""
+        raise PolyrecError(f"model {self.model.name} does not condition on request text")
+
     def similar(self, item: int, n: int, allowed: np.ndarray) -> Candidates:
         """Top ``n`` allowed items most similar to ``item`` (the item itself excluded)."""
         if not self._has_similar:
@@ -193,6 +238,51 @@ class Retriever:
         allowed = allowed.copy()
         allowed[item] = False
         return _top(scores, n, allowed)
+
+
+class PreferenceRetriever(Retriever):
+    """Preference-conditioned retrieval with a Mender-style model (module docstring). A
+    preference text is split into sentences; each is one preference of the context."""
+
+    text_fields = frozenset({"preference"})
+
+    def for_text(
+        self, text: TextRequest, user: int | None, history: np.ndarray, n: int, allowed: np.ndarray
+    ) -> Candidates:
+        model: Any = self.model
+        limit = int(model.config.max_preferences)
+        prefs = split_preferences(text.preference or "", limit)
+        if user is not None:
+            tokens, users = model.histories[[user]], np.array([user])
+        else:
+            tokens, users = _left_pad(history, int(model.config.max_len)), None
+        items, scores = model.generate_with_preferences(
+            tokens, [prefs], users, beams=_beam_width(n, allowed)
+        )
+        return _allowed_beams(items[0], scores[0], n, allowed)
+
+
+class SearchRetriever(Retriever):
+    """Product search with a UniMP-style model (module docstring): the query and the user's
+    history (their stored interleaved history for a known user, else the given items) form a
+    search prompt whose answer is decoded as items."""
+
+    text_fields = frozenset({"query"})
+
+    def for_text(
+        self, text: TextRequest, user: int | None, history: np.ndarray, n: int, allowed: np.ndarray
+    ) -> Candidates:
+        model: Any = self.model
+        query, beams = text.query or "", _beam_width(n, allowed)
+        if user is not None:
+            tokens = model.tokenizer.encode([query])[0]
+            items, scores = model.search_internal(np.array([user]), [tokens], beams=beams)
+            return _allowed_beams(items[0], scores[0], n, allowed)
+        # ad-hoc histories have a public entry only with external ids
+        external = model.item_ids.external[np.asarray(history, dtype=np.int64)]
+        found = model.search(query, list(external), k=beams)
+        items = model.item_ids.to_internal(found["item"].to_numpy(), what="item")
+        return _allowed_beams(items, found["score"].to_numpy(), n, allowed)
 
 
 class EmbeddingRetriever(Retriever):
@@ -266,7 +356,18 @@ def build_retriever(
             f"model {model.name} has no inner-product item embeddings: index {kind!r} needs them "
             "(use --index exact or auto)"
         )
+    if all(hasattr(model, a) for a in ("generate_with_preferences", "histories")):
+        return PreferenceRetriever(model)
+    if all(hasattr(model, a) for a in ("search", "search_internal", "tokenizer")):
+        return SearchRetriever(model)
     return Retriever(model)
+
+
+def split_preferences(text: str, limit: int) -> list[str]:
+    """A preference text as at most ``limit`` sentences (split at ``.``, ``;``, ``!``, ``?``
+    and line breaks), the form Mender's preferences take ("Prefers red", "Avoid ...")."""
+    parts = [p.strip() for p in re.split(r"[.;!?\n]+", text)]
+    return [p for p in parts if p][:limit]
 
 
 def _user_vectors(model: Recommender, item_vectors: np.ndarray) -> np.ndarray | None:
@@ -287,6 +388,32 @@ def _user_vectors(model: Recommender, item_vectors: np.ndarray) -> np.ndarray | 
             return None
         out[batch] = u
     return out
+
+
+def _beam_width(n: int, allowed: np.ndarray) -> int:
+    """Beams that hold ``n`` allowed items whatever the mask removes (capped)."""
+    blocked = len(allowed) - int(allowed.sum())
+    return max(1, min(len(allowed), n + blocked, max(n, MAX_TEXT_BEAMS)))
+
+
+def _allowed_beams(
+    items: np.ndarray, scores: np.ndarray, n: int, allowed: np.ndarray
+) -> Candidates:
+    """The first ``n`` decoded items (best first) that are valid and allowed."""
+    items = np.asarray(items, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float32)
+    keep = (items >= 0) & np.isfinite(scores)
+    keep[keep] = allowed[items[keep]]
+    return Candidates(items[keep][:n], scores[keep][:n])
+
+
+def _left_pad(history: np.ndarray, width: int) -> np.ndarray:
+    """One row of history tokens (item + 1, ``PAD=0`` on the left), the last ``width`` items."""
+    row = np.zeros((1, width), np.int64)
+    tail = np.asarray(history, dtype=np.int64)[-width:]
+    if len(tail):
+        row[0, -len(tail) :] = tail + 1
+    return row
 
 
 def _top(scores: torch.Tensor, n: int, allowed: np.ndarray) -> Candidates:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAX_K = 100
 MAX_HISTORY = 1000
 MAX_BATCH = 10_000
+MAX_TEXT = 2000
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -32,12 +33,20 @@ class Filters(Strict):
 
 
 class HistoryRequest(Strict):
-    """``POST /recommendations``: recommend after an ad-hoc history of external item ids."""
+    """``POST /recommendations``: recommend after an ad-hoc history of external item ids (or,
+    with an empty history and a ``user_id``, for that user), optionally conditioned on text."""
 
     history: list[Id] = Field(default_factory=list, max_length=MAX_HISTORY)
     k: int = Field(10, ge=1, le=MAX_K)
     preference: str | None = Field(
-        None, max_length=2000, description="natural-language preference text"
+        None,
+        max_length=MAX_TEXT,
+        description="natural-language preference sentences, read by preference-aware models",
+    )
+    query: str | None = Field(
+        None,
+        max_length=MAX_TEXT,
+        description="product-search text, answered by search models (they alone then retrieve)",
     )
     user_id: Id | None = None
     filters: Filters = Field(default_factory=Filters)
@@ -65,7 +74,8 @@ class Recommendations(BaseModel):
     cold_start: bool
     models: list[str]
     reranked: bool
-    preference_used: bool
+    preference_used: bool = Field(description="a served model conditioned on the preference")
+    query_used: bool = Field(description="a served model answered the search query")
     ignored_history: list[str] = Field(
         default_factory=list, description="history items unknown to every model"
     )

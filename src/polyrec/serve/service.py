@@ -15,6 +15,18 @@ Masks are what makes a forget request take effect at once, before any model is u
 Masks are rebuilt from the store's forget requests at start, so a restart never un-masks.
 Unlearning the models themselves is delegated to an ``unlearner`` callable run by a background
 job (see :class:`ForgetJobs`); without one, a request ends in status ``masked``.
+
+Request text (``POST /recommendations``) goes to the models whose retriever conditions on it
+(:attr:`Retriever.text_fields`): a ``preference`` to preference-aware models (Mender), which
+then retrieve conditioned on it while the other models retrieve as usual; a ``query`` to
+search models (UniMP), which then are the only retrievers, since candidates that ignore the
+query are no search results. Text no loaded model reads is ignored, and the result says which
+fields were used. Every allow mask holds on these paths too (text retrievers filter their
+decoded beams).
+
+The optional second stage (``--ranker``) is a :class:`~polyrec.serve.ranking.CandidateScorer`
+(a Recommender run or a CTR ranker, see :mod:`polyrec.serve.ranking`); it sees the user's
+profile only when no forget request touched it, and histories without forgotten items.
 """
 
 from __future__ import annotations
@@ -32,10 +44,17 @@ import pandas as pd
 
 from polyrec.errors import PolyrecError
 from polyrec.models.base import Recommender
+from polyrec.serve.ranking import (
+    CandidateScorer,
+    RecommenderScorer,
+    ctr_ranker_dir,
+    load_ctr_scorer,
+)
 from polyrec.serve.retrieval import (
     Candidates,
     IndexKind,
     Retriever,
+    TextRequest,
     build_retriever,
     reciprocal_rank_fusion,
 )
@@ -114,6 +133,7 @@ class Result:
     models: list[str]
     reranked: bool = False
     ignored_history: list[str] = field(default_factory=list)
+    text_used: frozenset[str] = frozenset()  # request text fields a model conditioned on
 
 
 class Catalogue:
@@ -222,17 +242,23 @@ class RecService:
             raise PolyrecError("candidates must be >= 1")
         self.config = config
         loaded = [_load_run(Path(r)) for r in config.runs]
-        ranker = _load_run(Path(config.ranker)) if config.ranker is not None else None
+        ranker_run = None if config.ranker is None else Path(config.ranker)
+        is_ctr = ranker_run is not None and ctr_ranker_dir(ranker_run) is not None
+        ranker = _load_run(ranker_run) if ranker_run is not None and not is_ctr else None
         self.catalogue = _catalogue(loaded + ([ranker] if ranker is not None else []))
         opts = dict(config.index_options, ann_threshold=config.ann_threshold)
         self.models = [
             self._attach(Path(run), m, build_retriever(m, config.index, **opts))
             for run, (m, _) in zip(config.runs, loaded, strict=True)
         ]
-        self.ranker: LoadedModel | None = None
-        if ranker is not None and config.ranker is not None:
+        self.ranker: CandidateScorer | None = None
+        if ranker is not None and ranker_run is not None:
             # the ranker scores given candidates exactly; it needs no index
-            self.ranker = self._attach(Path(config.ranker), ranker[0], Retriever(ranker[0]))
+            attached = self._attach(ranker_run, ranker[0], Retriever(ranker[0]))
+            self.ranker = RecommenderScorer(attached)
+        elif ranker_run is not None:
+            # a CTR ranker only ranks the retrievers' items: it adds none to the catalogue
+            self.ranker = load_ctr_scorer(ranker_run, self.catalogue.ids)
         self.store = Store(config.db)
         self.store.upsert_items(self.catalogue.rows())
         for key in config.api_keys:
@@ -344,8 +370,10 @@ class RecService:
         exclude_seen: bool = True,
         exclude: Sequence[str] = (),
         attributes: dict[str, str] | None = None,
+        text: TextRequest | None = None,
     ) -> Result:
-        """Top ``k`` for a user id: learned profile, else stored history, else popularity."""
+        """Top ``k`` for a user id: learned profile, else stored history, else popularity;
+        ``text`` conditions the models that read it (module docstring)."""
         allowed = self.allowed_items(exclude, attributes)
         stored = self.catalogue.index(self.store.user_history(user_id))
         stored = stored[(stored >= 0) & ~self.masked_items[stored]]
@@ -356,15 +384,13 @@ class RecService:
             allowed[stored] = False
         known = [] if forgotten else [m for m in self.models if m.user_index(user_id) is not None]
         if known and not len(pairs):
-            results = []
-            for m in known:
-                user = m.user_index(user_id)
-                assert user is not None
-                mask = m.allowed(allowed)
-                if exclude_seen:
-                    mask[m.seen_items(user)] = False
-                results.append((m, m.retriever.for_user(user, self.config.candidates, mask)))
-            return self._finish(results, k, user_id, None, "model")
+            plans = [(m, m.users[user_id], None) for m in known]
+            history = None
+            if self.ranker is not None:  # the ranker may need the behaviours, not the profile
+                first = known[0]
+                trained = first.to_service[first.training_history(first.users[user_id])]
+                history = np.concatenate([trained, stored])
+            return self._retrieve(plans, k, allowed, text, user_id, history, "model", exclude_seen)
         history = stored
         if known:  # forgotten interactions: the remaining training history replaces the profile
             first = known[0]
@@ -375,7 +401,7 @@ class RecService:
             if exclude_seen:
                 for m in known:
                     allowed[m.to_service[m.seen_items(m.users[user_id])]] = False
-        return self._from_history(history, k, allowed, user_id)
+        return self._from_history(history, k, allowed, self._profile(user_id), text)
 
     def recommend_history(
         self,
@@ -386,9 +412,10 @@ class RecService:
         exclude_seen: bool = True,
         exclude: Sequence[str] = (),
         attributes: dict[str, str] | None = None,
+        text: TextRequest | None = None,
     ) -> Result:
         """Top ``k`` after an ad-hoc history; unknown or forgotten items are ignored and
-        reported in ``ignored_history``."""
+        reported in ``ignored_history``; ``text`` as in :meth:`recommend_user`."""
         allowed = self.allowed_items(exclude, attributes)
         idx = self.catalogue.index(history)
         usable = (idx >= 0) & ~self.masked_items[np.maximum(idx, 0)]
@@ -396,23 +423,69 @@ class RecService:
         items = idx[usable]
         if exclude_seen:
             allowed[items] = False
-        result = self._from_history(items, k, allowed, user_id)
+        profile = None if user_id is None else self._profile(user_id)
+        result = self._from_history(items, k, allowed, profile, text)
         result.ignored_history = ignored
         return result
 
+    def _profile(self, user_id: str) -> str | None:
+        """``user_id`` if its learned profile may be used (no forget request touched it)."""
+        forgotten = user_id in self.masked_users or user_id in self.masked_pairs
+        return None if forgotten else user_id
+
     def _from_history(
-        self, history: np.ndarray, k: int, allowed: np.ndarray, user_id: str | None
+        self,
+        history: np.ndarray,
+        k: int,
+        allowed: np.ndarray,
+        profile: str | None,
+        text: TextRequest | None,
     ) -> Result:
-        results = []
+        given = text.fields if text is not None else frozenset()
+        plans: list[tuple[LoadedModel, int | None, np.ndarray | None]] = []
         for m in self.models:
             local = m.from_service[history]
             local = local[local >= 0]
-            if len(local) and m.retriever.supports_history:
-                mask = m.allowed(allowed)
-                results.append((m, m.retriever.for_history(local, self.config.candidates, mask)))
+            # a text model can answer from the text alone (an empty history)
+            if (len(local) and m.retriever.supports_history) or m.retriever.text_fields & given:
+                plans.append((m, None, local))
+        return self._retrieve(plans, k, allowed, text, profile, history, "history", False)
+
+    def _retrieve(
+        self,
+        plans: list[tuple[LoadedModel, int | None, np.ndarray | None]],
+        k: int,
+        allowed: np.ndarray,
+        text: TextRequest | None,
+        profile: str | None,
+        history: np.ndarray | None,
+        source: str,
+        exclude_seen: bool,
+    ) -> Result:
+        """Candidates of each ``(model, user index | None, model-space history)`` plan, merged
+        and re-ranked; the models that read a given text are conditioned on it."""
+        given = text.fields if text is not None else frozenset()
+        if "query" in given and any("query" in m.retriever.text_fields for m, _, _ in plans):
+            plans = [p for p in plans if "query" in p[0].retriever.text_fields]
+        n, results, used = self.config.candidates, [], set()
+        for m, user, local in plans:
+            mask = m.allowed(allowed)
+            if user is not None and exclude_seen:
+                mask[m.seen_items(user)] = False
+            fields = m.retriever.text_fields & given
+            if fields and text is not None:
+                hist = np.zeros(0, np.int64) if local is None else local
+                results.append((m, m.retriever.for_text(text, user, hist, n, mask)))
+                used |= fields
+            elif user is not None:
+                results.append((m, m.retriever.for_user(user, n, mask)))
+            elif local is not None:
+                results.append((m, m.retriever.for_history(local, n, mask)))
         if not results:
             return self.popular(k, allowed)
-        return self._finish(results, k, user_id, history, "history")
+        result = self._finish(results, k, profile, history, source)
+        result.text_used = frozenset(used)
+        return result
 
     def popular(self, k: int, allowed: np.ndarray) -> Result:
         """The popularity fallback (cold start) among allowed items."""
@@ -443,14 +516,14 @@ class RecService:
         self,
         results: list[tuple[LoadedModel, Candidates]],
         k: int,
-        user_id: str | None,
+        profile: str | None,
         history: np.ndarray | None,
         source: str,
     ) -> Result:
         if self.ranker is None:
             return self._merge(results, k, source)
         merged = self._merge(results, self.config.candidates, source)
-        return self._rerank(merged, k, user_id, history)
+        return self._rerank(merged, k, profile, history)
 
     def _merge(self, results: list[tuple[LoadedModel, Candidates]], k: int, source: str) -> Result:
         names = [m.name for m, _ in results]
@@ -467,32 +540,26 @@ class RecService:
         )
 
     def _rerank(
-        self, merged: Result, k: int, user_id: str | None, history: np.ndarray | None
+        self, merged: Result, k: int, profile: str | None, history: np.ndarray | None
     ) -> Result:
         """Second stage: the ranker's scores over the candidates it knows; candidates it does
-        not know keep their order after the ones it scored."""
+        not know keep their order after the ones it scored. ``profile`` is the user id when
+        their learned profile may be used; forgotten items never reach the ranker."""
         ranker = self.ranker
         assert ranker is not None
-        user = None
-        # a profile fitted on since-forgotten data is not used
-        if user_id is not None and user_id not in self.masked_users | set(self.masked_pairs):
-            user = ranker.user_index(user_id)
-        local_hist = None if history is None else ranker.from_service[history]
-        if user is not None:
-            scores = ranker.model.score(np.array([user]))[0].numpy()
-        elif (
-            local_hist is not None and (local_hist >= 0).any() and ranker.retriever.supports_history
-        ):
-            scores = ranker.retriever.history_scores(local_hist[local_hist >= 0]).numpy()
-        else:
+        hist = np.zeros(0, np.int64) if history is None else history[~self.masked_items[history]]
+        scores = ranker.score_candidates(profile, hist, merged.items)
+        if scores is None:
             merged.items, merged.scores = merged.items[:k], merged.scores[:k]
             return merged
-        local = ranker.from_service[merged.items]
-        cand_scores = np.where(local >= 0, scores[np.maximum(local, 0)], -np.inf)
-        order = np.argsort(-cand_scores, kind="stable")[:k]
+        known = ~np.isnan(scores)
+        scored = np.flatnonzero(known)
+        order = np.concatenate(
+            [scored[np.argsort(-scores[scored], kind="stable")], np.flatnonzero(~known)]
+        )[:k]
         return Result(
             merged.items[order],
-            cand_scores[order],
+            np.where(known, scores, -np.inf)[order],
             merged.source,
             [*merged.models, ranker.name],
             reranked=True,
@@ -512,7 +579,10 @@ class RecService:
     def describe(self) -> dict[str, Any]:
         """What is served (``/health``)."""
         return {
-            "models": [m.retriever.info | {"name": m.name} for m in self.models],
+            "models": [
+                m.retriever.info | {"name": m.name, "text": sorted(m.retriever.text_fields)}
+                for m in self.models
+            ],
             "ranker": None if self.ranker is None else self.ranker.name,
             "n_items": len(self.catalogue),
             "forgotten_items": int(self.masked_items.sum()),

@@ -9,7 +9,9 @@ scored against many candidates), which the serving path and the search-time benc
 
 :class:`CTRRanker` trains with its own small loop (binary cross-entropy, Adam, one
 ``numpy.random.Generator`` for the shuffles, early stopping on validation AUC with the best
-weights restored) and scores with :meth:`CTRRanker.predict_proba`.
+weights restored) and scores with :meth:`CTRRanker.predict_proba`. It keeps the external id and
+category of each of its items (:attr:`CTRRanker.items`, saved beside the weights) so that it can
+score items named by external id, as the service's second stage does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import Field
 from torch import nn
@@ -33,6 +36,7 @@ from polyrec.eval.ctr_metrics import ctr_metrics
 from polyrec.models.registry import load_registered
 
 META_FILE = "ranker.json"
+ITEMS_FILE = "ranker_items.parquet"
 STATE_FILE = "ranker.pt"
 
 RANKERS: dict[str, str] = {
@@ -156,6 +160,8 @@ class CTRRanker(ABC):
         self.config = build(self.Config, data, where=f"{self.name} config")
         self.net: RankingNet | None = None
         self.dims: dict[str, int] = {}
+        # row i: ranker item i + 1 (0 is padding): external id (str) and category id
+        self.items: pd.DataFrame | None = None
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
 
@@ -172,6 +178,9 @@ class CTRRanker(ABC):
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         self.dims = dict(data.dims)
+        self.items = pd.DataFrame(
+            {"item": [str(i) for i in data.item_ids], "category": data.item_category[1:]}
+        )
         self.net = self._build(self.dims)
         optimizer = torch.optim.Adam(
             self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
@@ -244,13 +253,16 @@ class CTRRanker(ABC):
 
     # ----------------------------------------------------------------------------- save/load
     def save(self, directory: str | Path) -> Path:
-        """Write ``ranker.json`` (name, config, dims) and ``ranker.pt`` (weights)."""
+        """Write ``ranker.json`` (name, config, dims), ``ranker.pt`` (weights) and
+        ``ranker_items.parquet`` (:attr:`items`)."""
         net = self._check_fitted()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         meta = {"name": self.name, "config": self.config.model_dump(), "dims": self.dims}
         (d / META_FILE).write_text(json.dumps(meta, indent=2))
         torch.save(net.state_dict(), d / STATE_FILE)
+        if self.items is not None:
+            self.items.to_parquet(d / ITEMS_FILE, index=False)
         return d
 
     @classmethod
@@ -266,4 +278,6 @@ class CTRRanker(ABC):
         model.net = model._build(model.dims)
         model.net.load_state_dict(torch.load(d / STATE_FILE, weights_only=True))
         model.net.eval()
+        if (d / ITEMS_FILE).is_file():
+            model.items = pd.read_parquet(d / ITEMS_FILE)
         return model
