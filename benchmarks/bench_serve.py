@@ -3,11 +3,11 @@
 1. Trains BPR-MF on an ml-1m-sized synthetic catalogue (6,040 users, 3,706 items) and starts
    ``polyrec serve`` (the CLI function, one uvicorn process) on 127.0.0.1 with a fresh SQLite
    store.
-2. Load: an open-loop httpx asyncio driver sends ``GET /recommendations/{user}?k=10`` at a fixed
-   rate for a fixed duration (default 200 req/s for 50 s, at most 50 s plus 10 s to drain; 5%
-   of the users are unknown, i.e. cold start). Latency is measured from the scheduled send
-   time, so a slow server is not hidden by a slowed-down driver; errors are non-200 answers
-   and timeouts.
+2. Load: an open-loop asyncio driver (raw HTTP/1.1 keep-alive connections) sends
+   ``GET /recommendations/{user}?k=10`` at a fixed rate for a fixed duration (default 200
+   req/s for 50 s, at most 50 s plus 10 s to drain; 5% of the users are unknown, i.e. cold
+   start). Latency is measured from the scheduled send time, so a slow server is not hidden
+   by a slowed-down driver; errors are non-200 answers and timeouts.
 3. Ingestion: ``POST /events`` batches of 1,000 events from 2 concurrent senders for a fixed
    count; the store's count must equal the number sent.
 4. Durability: batches with idempotency keys are sent while the server is killed (SIGKILL)
@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -113,44 +115,68 @@ class Server:
 
 
 async def load_test(
-    url: str, users: np.ndarray, rate: float, duration: float, concurrency: int = 64
+    server: Server, users: np.ndarray, rate: float, duration: float, connections: int = 64
 ) -> dict:
     """Open-loop GETs at ``rate`` per second for ``duration`` seconds.
 
-    At most ``concurrency`` requests are in flight; a request whose turn comes while all are
-    busy waits in the driver, and that wait counts in its latency (measured from its scheduled
-    time). Requests unfinished ``duration + 10`` s after the start are cancelled and counted as
-    errors, so the test always ends (within ``duration + 10`` s).
+    The driver is plain asyncio streams speaking HTTP/1.1 over ``connections`` keep-alive
+    connections (httpx's AsyncClient costs about a millisecond of CPU per request and degrades
+    under concurrency, encode/httpx#3215; on two cores that is the server's CPU). A scheduler
+    releases request ``i`` at ``start + i / rate`` into a queue the connections serve; a
+    request that waits for a free connection has that wait in its latency (measured from its
+    scheduled time). Requests unfinished ``duration + 10`` s after the start are cancelled and
+    counted as errors, so the test always ends (within ``duration + 10`` s).
     """
     rng = np.random.default_rng(1)
     n = int(rate * duration)
     picks = users[rng.integers(0, len(users), n)].astype(object)
     cold = rng.random(n) < 0.05
     picks[cold] = [f"new-user-{i}" for i in range(int(cold.sum()))]
+    requests = [
+        f"GET /recommendations/{quote(str(u))}?k=10 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+        for u in picks
+    ]
     latencies = np.full(n, np.nan)
     statuses = np.zeros(n, np.int64)  # 0: cancelled at the deadline, -1: transport error
-    gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=5.0, limits=limits) as client:
-        start = time.perf_counter()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    start = time.perf_counter()
 
-        async def one(i: int) -> None:
-            scheduled = start + i / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            async with gate:
+    async def schedule() -> None:
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            queue.put_nowait(i)
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(HOST, server.port)
+        try:
+            while True:
+                i = await queue.get()
                 try:
-                    r = await client.get(f"/recommendations/{picks[i]}", params={"k": 10})
-                    statuses[i] = r.status_code
-                except httpx.HTTPError:
+                    writer.write(requests[i])
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                    await reader.readexactly(int(length[1]) if length else 0)
+                    statuses[i] = int(head[9:12])
+                except (OSError, asyncio.IncompleteReadError, ValueError):
                     statuses[i] = -1
-            latencies[i] = time.perf_counter() - scheduled
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(HOST, server.port)
+                latencies[i] = time.perf_counter() - (start + i / rate)
+        finally:
+            writer.close()
 
-        tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
-        _, pending = await asyncio.wait(tasks, timeout=duration + 10.0)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        wall = time.perf_counter() - start
+    tasks = [asyncio.ensure_future(schedule())]
+    tasks += [asyncio.ensure_future(connection()) for _ in range(connections)]
+    remaining = start + duration + 10.0 - time.perf_counter()
+    while remaining > 0 and not np.isfinite(latencies).all():
+        await asyncio.sleep(min(0.1, remaining))
+        remaining = start + duration + 10.0 - time.perf_counter()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    wall = time.perf_counter() - start
     unfinished = np.isnan(latencies)
     # a cancelled request waited at least until the deadline: a lower bound on its latency
     latencies[unfinished] = wall - np.arange(n)[unfinished] / rate
@@ -165,7 +191,8 @@ async def load_test(
         "errors": int((~ok).sum()),
         "unfinished_at_deadline": int(unfinished.sum()),
         "error_rate": float((~ok).mean()),
-        "max_in_flight": concurrency,
+        "connections": connections,
+        "driver": "asyncio streams, HTTP/1.1 keep-alive",
         "cold_start_share": float(cold.mean()),
         "latency_ms": {
             "p50": float(np.percentile(lat_ms, 50)),
@@ -253,11 +280,11 @@ def main() -> None:
         try:
             health = httpx.get(f"{server.url}/health").json()
             # warm-up: first requests pay lazy imports and allocations
-            asyncio.run(load_test(server.url, users, 50.0, 2.0))
+            asyncio.run(load_test(server, users, 50.0, 2.0))
             load_avg = os.getloadavg()
             print(f"load test: {args.rate:g} req/s for {duration:g} s", flush=True)
             cpu_before = server.cpu_seconds()
-            load = asyncio.run(load_test(server.url, users, args.rate, duration))
+            load = asyncio.run(load_test(server, users, args.rate, duration))
             server_cpu = server.cpu_seconds() - cpu_before
             completed = load["requests"] - load["unfinished_at_deadline"]
             load.update(
