@@ -31,6 +31,7 @@ from polyrec.models.multimodal.freedom import FREEDOM
 from polyrec.record import now_utc, peak_rss_mb, versions
 from polyrec.unlearn import SISA, ForgetRequest, apply_request, unlearn
 from polyrec.unlearn.evaluate import unlearning_report
+from polyrec.unlearn.mmrecun import USER_LR_SCALE
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--requests", default="interactions:0.05,users:0.01,items:0.01")
-    parser.add_argument("--mmrecun-epochs", type=int, default=3)
+    parser.add_argument("--mmrecun-epochs", type=int, default=None, help="default: mmrecun's (4)")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--shards", type=int, default=4)
     args = parser.parse_args()
@@ -73,7 +74,13 @@ def main() -> None:
                 ("gold", original, "retrain", {}),
                 ("sisa", sisa, "sisa", {}),
                 ("finetune", original, "finetune", {"epochs": args.finetune_epochs, "seed": seed}),
-                ("mmrecun", original, "mmrecun", {"epochs": args.mmrecun_epochs, "seed": seed}),
+                (
+                    "mmrecun",
+                    original,
+                    "mmrecun",
+                    {"seed": seed}
+                    | ({"epochs": args.mmrecun_epochs} if args.mmrecun_epochs else {}),
+                ),
             ]
             for label, model, method, options in runs:
                 work = copy.deepcopy(model)
@@ -123,7 +130,8 @@ def main() -> None:
         "protocol": {
             "split": "ratio 0.8/0.2 per user, seed 0",
             "seeds": args.seeds,
-            "mmrecun_epochs": args.mmrecun_epochs,
+            "mmrecun_epochs": args.mmrecun_epochs or 4,
+            "mmrecun_user_lr_scale": USER_LR_SCALE,
             "finetune_epochs": args.finetune_epochs,
             "sisa_shards": args.shards,
             "sisa_partition": "user",
