@@ -63,14 +63,30 @@ def report_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_every_plot_loads_in_chromium(report_html: Path) -> None:
-    checked = report_html.with_name("checked.html")
-    checked.write_text(report_html.read_text().replace("</body>", CHECK + "</body>"))
+def loaded_images(page: Path) -> tuple[int, int]:
+    """(images decoded and laid out, images) of ``page`` in headless Chromium."""
+    checked = page.with_name("checked.html")
+    checked.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
     dom = chromium("--virtual-time-budget=5000", "--dump-dom", checked.as_uri())
     found = re.search(r'data-images="(\d+)/(\d+)"', dom)
     assert found is not None, dom[:500]
     loaded, total = map(int, found.groups())
+    return loaded, total
+
+
+def test_every_plot_loads_in_chromium(report_html: Path) -> None:
+    loaded, total = loaded_images(report_html)
     assert total == 3 and loaded == total
+
+
+def test_peer_report_plots_load_in_chromium(tmp_path: Path) -> None:
+    from test_report_peers import write_peer_file  # the tiny vs_recbole-shaped file
+
+    report = build_report([write_peer_file(tmp_path)])
+    page = tmp_path / "peers.html"
+    write_report(report, page)
+    loaded, total = loaded_images(page)
+    assert total == 2 and loaded == total
 
 
 def test_screenshot_shows_the_plots(report_html: Path) -> None:

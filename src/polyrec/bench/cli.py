@@ -101,7 +101,10 @@ def bench(
 def report(
     runs: Annotated[
         list[Path],
-        typer.Argument(help="Run directories, or folders searched for them (e.g. a suite's)."),
+        typer.Argument(
+            help="Run directories, folders searched for them (e.g. a suite's), run or suite "
+            "JSON files, or peer-comparison files (benchmarks/results/vs_recbole_*.json)."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
     markdown: Annotated[
@@ -130,17 +133,26 @@ def report(
             show_default=False,
         ),
     ] = None,
-    alpha: Annotated[float, typer.Option(help="Significance level (after Holm).")] = 0.05,
+    alpha: Annotated[
+        float,
+        typer.Option(help="Significance level (after Holm; Welch's test in peer sections)."),
+    ] = 0.05,
     title: Annotated[str, typer.Option(help="Report title.")] = "polyrec benchmark report",
 ) -> None:
     """Build a report from run records: accuracy (mean ± std over seeds), published values
     under the same protocol with the gap, paired significance tests, learning curves,
     metric-vs-K, time and memory, beyond-accuracy metrics.
 
+    A peer-comparison file written by benchmarks/bench_vs_recbole.py (recognised by its
+    structure) adds a section of its own: per model, polyrec beside RecBole for each metric
+    (mean ± std, difference, Welch test), epoch / fit / evaluation times and speed-ups, the
+    benchmark's protocol and environment, and plots.
+
     Examples:
 
         polyrec report benchmarks/runs/smoke --out report.html --markdown report.md
         polyrec report runs/a runs/b --metric ndcg@20
+        polyrec report benchmarks/results/vs_recbole_*.json --out vs-recbole.html
     """
     from polyrec.bench.published import default_registry_path, load_registry
     from polyrec.bench.report import DEFAULT_SIGNIFICANCE, build_report, write_report

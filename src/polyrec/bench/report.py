@@ -17,6 +17,10 @@ group the report holds:
 
 Every number comes from the ``record.json`` / ``per_user.parquet`` of the runs listed in the
 report's last table; nothing is typed in by hand.
+
+A peer-comparison file among the inputs (``benchmarks/results/vs_recbole_<dataset>.json``,
+recognised by its structure) adds a section of its own, polyrec beside the other library:
+see :mod:`polyrec.bench.peers`.
 """
 
 from __future__ import annotations
@@ -84,13 +88,15 @@ class Figure:
 
 @dataclass
 class Section:
-    """One dataset under one protocol."""
+    """One dataset under one protocol (or one peer-comparison file)."""
 
     dataset: str
     protocol: dict[str, Any]
     models: list[str]
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    heading: str = ""  # the section title; the dataset name when empty
+    note: str = ""  # a line under the protocol, e.g. where the numbers come from
 
 
 @dataclass
@@ -101,6 +107,18 @@ class Report:
     created_at: str
     sections: list[Section]
     runs: Table
+    peer_files: list[str] = field(default_factory=list)
+
+    def sources(self) -> str:
+        """What the report was built from, for its first line."""
+        parts = []
+        if self.runs.rows or not self.peer_files:
+            parts.append(f"{len(self.runs.rows)} run records (listed at the end)")
+        if self.peer_files:
+            parts.append(
+                f"{len(self.peer_files)} peer-comparison file(s) (named in their sections)"
+            )
+        return " and ".join(parts)
 
 
 # ---------------------------------------------------------------------- collecting
@@ -156,8 +174,14 @@ def build_report(
     title: str = "polyrec benchmark report",
     plots: bool = True,
 ) -> Report:
-    """Read the runs under ``paths`` and compute every table and plot of the report."""
-    runs = collect_runs(paths)
+    """Read the runs under ``paths`` and compute every table and plot of the report; a
+    peer-comparison file among ``paths`` becomes a section of its own."""
+    # imported here: polyrec.bench.peers builds on this module's tables and plots
+    from polyrec.bench.peers import is_peer_file, peer_section, read_peer_file
+
+    paths = [Path(p) for p in paths]
+    peer_paths = [p for p in paths if is_peer_file(p)]
+    runs = collect_runs([p for p in paths if p not in peer_paths])
     groups: dict[tuple[str, tuple[tuple[str, Any], ...]], list[RunInfo]] = {}
     for run in runs:
         proto = run_protocol(run.record.model_dump())
@@ -170,7 +194,16 @@ def build_report(
         section = Section(dataset, dict(proto_items), list(by_label))
         _fill_section(section, by_label, registry, significance_metrics, alpha, plots)
         sections.append(section)
-    return Report(title, now_utc(), sections, _runs_table(runs))
+    slugs: set[str] = set()
+    for path in peer_paths:
+        slug = _slug(path.stem)
+        while slug in slugs:  # two files of the same name: keep their PNG names apart
+            slug += "-2"
+        slugs.add(slug)
+        sections.append(peer_section(read_peer_file(path), alpha=alpha, plots=plots, slug=slug))
+    return Report(
+        title, now_utc(), sections, _runs_table(runs), peer_files=[str(p) for p in peer_paths]
+    )
 
 
 def _fill_section(
@@ -634,11 +667,13 @@ def render_html(report: Report) -> str:
         f"<title>{e(report.title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{e(report.title)}</h1>",
         f"<p class=note>Generated {e(report.created_at)} by <code>polyrec report</code> from "
-        f"{len(report.runs.rows)} run records (listed at the end).</p>",
+        f"{e(report.sources())}.</p>",
     ]
     for section in report.sections:
-        out.append(f"<h2>{e(section.dataset)}</h2>")
+        out.append(f"<h2>{e(section.heading or section.dataset)}</h2>")
         out.append(f"<p class=note>Protocol: <code>{e(describe(section.protocol))}</code></p>")
+        if section.note:
+            out.append(f"<p class=note>{e(section.note)}</p>")
         for table in section.tables:
             out.append(_html_table(table))
         for fig in section.figures:
@@ -648,7 +683,8 @@ def render_html(report: Report) -> str:
                 f'src="data:image/png;base64,{data}"><figcaption>{e(fig.caption)}'
                 "</figcaption></figure>"
             )
-    out.append(_html_table(report.runs))
+    if report.runs.rows or not report.peer_files:
+        out.append(_html_table(report.runs))
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -675,17 +711,24 @@ def render_markdown(report: Report, image_dir: str) -> str:
     out = [
         f"# {report.title}",
         "",
-        f"Generated {report.created_at} by `polyrec report` from {len(report.runs.rows)} run "
-        "records (listed at the end).",
+        f"Generated {report.created_at} by `polyrec report` from {report.sources()}.",
         "",
     ]
     for section in report.sections:
-        out += [f"## {section.dataset}", "", f"Protocol: `{describe(section.protocol)}`", ""]
+        out += [
+            f"## {section.heading or section.dataset}",
+            "",
+            f"Protocol: `{describe(section.protocol)}`",
+            "",
+        ]
+        if section.note:
+            out += [section.note, ""]
         for table in section.tables:
             out += _md_table(table)
         for fig in section.figures:
             out += [f"![{fig.caption}]({image_dir}/{fig.name}.png)", ""]
-    out += _md_table(report.runs)
+    if report.runs.rows or not report.peer_files:
+        out += _md_table(report.runs)
     return "\n".join(out)
 
 
