@@ -1,13 +1,15 @@
-"""Long-sequence CTR on the Taobao UserBehavior head: DIN, SIM, TWIN, DARE, no-history.
+"""Long-sequence CTR on the Taobao UserBehavior head (and ml-1m): DIN, SIM, TWIN, DARE, no-history.
 
-Every model reads ``configs/taobao/<config>.yaml`` and trains on the **same samples** (built
+Every model reads ``configs/taobao/<config>.yaml`` (``--suite ml-1m``: ``configs/ml-1m-ctr/``,
+the DARE paper's protocol on MovieLens-1M's users with >= 210 ratings, genres as categories,
+results ``ctr_ml-1m_<config>.json``) and trains on the **same samples** (built
 once from the config's protocol, sample seed 0) with the same model seeds. Per config and seed
 the results file records test AUC / gAUC / logloss, the GSU's search recall (share of top-k
 slots holding behaviours of the target's category), training throughput, fit time, the best
 epoch and this process's peak RSS. Per-user test AUCs (mean over seeds) are kept for paired tests.
 
-``--timing`` measures, for search-based configs, the search-stage (GSU) and full-scoring time
-for 1,000 candidates against one 2,000-event history (one thread, wall and CPU time), into
+``--timing`` measures, for search-based taobao configs, the search-stage (GSU) and full-scoring
+time for 1,000 candidates against one 2,000-event history (one thread, wall and CPU time), into
 ``ctr_search_timing.json``.
 
 ``--conflict`` compares, per config, the gradients the item table gets from the attention
@@ -22,6 +24,7 @@ speed-up and AUC difference).
     OMP_NUM_THREADS=1 POLYREC_DATA_DIR=/work/shared/data python benchmarks/bench_ctr.py \\
         --configs dare twin --seeds 0 1 2
     python benchmarks/bench_ctr.py --timing dare dare_att64 twin sim sim_soft --summarize
+    python benchmarks/bench_ctr.py --suite ml-1m --configs din twin dare --summarize
 """
 
 from __future__ import annotations
@@ -48,14 +51,22 @@ from polyrec.record import peak_rss_mb, versions
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-CONFIGS = ROOT.parent / "configs" / "taobao"
-PREFIX = "ctr_taobao_head_"
+SUITES = {  # --suite: (config folder, prefix of the result files)
+    "taobao": (ROOT.parent / "configs" / "taobao", "ctr_taobao_head_"),
+    "ml-1m": (ROOT.parent / "configs" / "ml-1m-ctr", "ctr_ml-1m_"),
+}
 
 
-def run(configs: list[str], seeds: list[int], data_dir: str | None) -> None:
+def load_configs(suite: str, names: list[str]) -> dict[str, CTRRunConfig]:
+    """The suite's configs by name."""
+    folder = SUITES[suite][0]
+    return {name: build(CTRRunConfig, load_yaml(folder / f"{name}.yaml")) for name in names}
+
+
+def run(configs: list[str], seeds: list[int], data_dir: str | None, suite: str) -> None:
     """Train and evaluate each config for each seed; one results file per config."""
     torch.set_num_threads(1)
-    cfgs = {name: build(CTRRunConfig, load_yaml(CONFIGS / f"{name}.yaml")) for name in configs}
+    cfgs = load_configs(suite, configs)
     protocols = {c.data.model_dump_json() for c in cfgs.values()}
     if len(protocols) != 1:
         raise SystemExit("all configs must share the data section (same samples)")
@@ -91,7 +102,9 @@ def run(configs: list[str], seeds: list[int], data_dir: str | None) -> None:
                 "users": users.tolist(),
                 "auc_mean_over_seeds": np.mean(user_aucs, axis=0).tolist(),
             }
-            (RESULTS / f"{PREFIX}{name}.json").write_text(json.dumps(out, indent=1) + "\n")
+            (RESULTS / f"{SUITES[suite][1]}{name}.json").write_text(
+                json.dumps(out, indent=1) + "\n"
+            )
             print(name, seed, {k: round(v, 4) for k, v in result["test"].items()}, flush=True)
 
 
@@ -99,7 +112,7 @@ def timing(configs: list[str], rounds: int, data_dir: str | None) -> None:
     """Search-stage and scoring time of each search-based config (untrained weights: the
     time does not depend on them), interleaved over ``rounds`` so load spikes hit all alike."""
     torch.set_num_threads(1)
-    cfgs = {name: build(CTRRunConfig, load_yaml(CONFIGS / f"{name}.yaml")) for name in configs}
+    cfgs = load_configs("taobao", configs)
     first = next(iter(cfgs.values()))
     log = load_log(first.data, data_dir)
     dims = build_ctr_samples(log, first.data.protocol).dims
@@ -135,7 +148,7 @@ def conflict(configs: list[str], data_dir: str | None) -> None:
     """Attention- vs representation-path gradients of the item table (DARE paper, Sec. 3),
     at initialisation and after training with seed 0, on the training samples."""
     torch.set_num_threads(1)
-    cfgs = {name: build(CTRRunConfig, load_yaml(CONFIGS / f"{name}.yaml")) for name in configs}
+    cfgs = load_configs("taobao", configs)
     first = next(iter(cfgs.values()))
     data = build_ctr_samples(load_log(first.data, data_dir), first.data.protocol)
     out: dict[str, Any] = {"versions": versions(), "configs": {}}
@@ -154,11 +167,12 @@ def conflict(configs: list[str], data_dir: str | None) -> None:
     (RESULTS / "ctr_gradient_conflict.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
-def summarize() -> None:
+def summarize(suite: str) -> None:
     """Aggregate every per-config file into the summary (see module docstring)."""
-    files = sorted(RESULTS.glob(f"{PREFIX}*.json"))
+    prefix = SUITES[suite][1]
+    files = sorted(RESULTS.glob(f"{prefix}*.json"))
     res = {
-        p.stem[len(PREFIX) :]: json.loads(p.read_text())
+        p.stem[len(prefix) :]: json.loads(p.read_text())
         for p in files
         if not p.stem.endswith("summary")
     }
@@ -185,8 +199,8 @@ def summarize() -> None:
                 np.array(dare["auc_mean_over_seeds"]), np.array(theirs["auc_mean_over_seeds"])
             )
     summary: dict[str, Any] = {"table": table, "paired_per_user_test_auc": paired}
-    timing_file = RESULTS / "ctr_search_timing.json"
-    if timing_file.is_file() and "dare" in table and "dare_att64" in table:
+    timing_file = RESULTS / "ctr_search_timing.json"  # measured on the taobao suite's dims
+    if suite == "taobao" and timing_file.is_file() and "dare" in table and "dare_att64" in table:
         times = json.loads(timing_file.read_text())["configs"]
         a16, a64 = times["dare"], times["dare_att64"]
         summary["dare_attention_dim_16_vs_64"] = {
@@ -196,7 +210,7 @@ def summarize() -> None:
             * (table["dare"]["auc"]["mean"] - table["dare_att64"]["auc"]["mean"]),
             "timing": {"dare": a16, "dare_att64": a64},
         }
-    (RESULTS / f"{PREFIX}summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (RESULTS / f"{prefix}summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 
 
@@ -209,16 +223,19 @@ def main() -> None:
     parser.add_argument("--conflict", nargs="*", default=[], help="configs to analyse")
     parser.add_argument("--summarize", action="store_true")
     parser.add_argument("--data-dir", default=os.environ.get("POLYREC_DATA_DIR"))
+    parser.add_argument(
+        "--suite", choices=sorted(SUITES), default="taobao", help="configs and result files"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.configs:
-        run(args.configs, args.seeds, args.data_dir)
+        run(args.configs, args.seeds, args.data_dir, args.suite)
     if args.timing:
         timing(args.timing, args.rounds, args.data_dir)
     if args.conflict:
         conflict(args.conflict, args.data_dir)
     if args.summarize:
-        summarize()
+        summarize(args.suite)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,22 @@ and a ``comparison`` block (unified vs single-task, relative difference per head
 
 - ``synthetic`` (default): all four tasks (ratings, reviews, titles and item vectors).
   Models: the unified model (task sampling weights 1:1:1:1), four single-task models of the same
-  architecture and **the same number of optimiser steps and batch size** (so each single-task
-  model sees about four times as many examples of its task), SASRec (next item), biased MF
-  (rating; Koren et al. 2009, trained on MSE), and two floors: the global-mean rating and the
-  most frequent training review as the explanation.
+  architecture and batch size, each trained on its task alone for ``--steps`` steps, the
+  unified model for four times as many (so it sees as many examples of each task as each
+  single-task model: multi-task training on the union of the tasks' data), SASRec (next
+  item), biased MF (rating; Koren et al. 2009, trained on MSE), and two floors: the
+  global-mean rating and the most frequent training review as the explanation.
 - ``amazon-scientific`` (``--dataset amazon-scientific``, needs ``POLYREC_DATA_DIR``): next item
   and search only (the data has titles and categories, no ratings or reviews); items' MiniLM
   text embeddings as features; ``--max-users`` keeps the CPU cost bounded.
 
-CPU budget: run with ``OMP_NUM_THREADS=1``; the defaults take about 10 CPU-minutes on
-synthetic, one seed (three seeds do not fit that budget on the shared machine).
+Because the unified model then trains four times as many steps, ``--equal-steps-controls
+next,search`` afterwards trains compute-matched single-task controls (as many steps as the
+unified model) and TIGER (same semantic IDs and size, early-stopped) on every seed and adds them
+with their own comparison (``summary_equal_steps``).
+
+CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 15 CPU-minutes
+(three seeds by default, each with its own generated data).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from polyrec.data.dataset import Dataset
 from polyrec.data.split import Split, leave_one_out
 from polyrec.data.synthetic import make_synthetic
 from polyrec.eval import evaluate
+from polyrec.models.generative.tiger import TIGER
 from polyrec.models.sequential.sasrec import SASRec
 from polyrec.models.unified import UniMP
 from polyrec.models.unified.evaluate import evaluate_tasks, text_metrics
@@ -151,6 +158,40 @@ def fit_sasrec(split: Split, seed: int, epochs: int) -> dict[str, Any]:
     }
 
 
+def fit_tiger(split: Split, seed: int, dataset: str) -> dict[str, Any]:
+    """TIGER with the same semantic IDs and transformer size as the UniMP models, trained
+    with early stopping on the validation split."""
+    base = unimp_config(dataset, 1, seed)
+    model = TIGER(
+        dim=base["dim"],
+        heads=base["heads"],
+        encoder_layers=base["layers"],
+        decoder_layers=base["layers"],
+        ffn_dim=base["ffn_dim"],
+        dropout=base["dropout"],
+        max_len=base["max_len"],
+        item_features=base["item_features"],
+        semantic_ids=base["semantic_ids"],
+        beams=base["beams"],
+        epochs=50,
+        batch_size=base["batch_size"],
+        lr=base["lr"],
+        progress=False,
+        seed=seed,
+    )
+    start = time.process_time()
+    model.fit(split.train, split.valid)
+    fit_s = time.process_time() - start
+    model.set_histories(split.train, split.valid)
+    res = evaluate(model, split.test, exclude=[], ks=(5, 10, 20), beyond=False)
+    return {
+        "model": "tiger",
+        "tasks": {"next": 1.0},
+        "metrics": {"test": {"next": {k: float(v) for k, v in res.summary.items()}}},
+        "timings": {"fit_cpu_seconds": fit_s},
+    }
+
+
 def fit_mf(split: Split, seed: int, dim: int = 16, epochs: int = 200) -> dict[str, Any]:
     """Biased MF on the training + validation ratings (full-batch Adam on MSE + L2)."""
     torch.manual_seed(seed)
@@ -211,14 +252,16 @@ def _rating(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     }
 
 
-def compare(records: list[dict[str, Any]], tasks: list[str]) -> dict[str, Any]:
-    """Unified vs single-task per headline metric: values and relative difference
-    (positive = unified better)."""
+def compare(
+    records: list[dict[str, Any]], tasks: list[str], single_name: str = "single_{task}"
+) -> dict[str, Any]:
+    """Unified vs single-task (the record named ``single_name``) per headline metric: values
+    and relative difference (positive = unified better)."""
     by_name = {r["model"]: r for r in records}
     unified = by_name["unimp"]["metrics"]["test"]
     out = {}
     for task in tasks:
-        single = by_name.get(f"single_{task}")
+        single = by_name.get(single_name.format(task=task))
         if single is None:
             continue
         key = HEADLINE[task]
@@ -233,47 +276,124 @@ def compare(records: list[dict[str, Any]], tasks: list[str]) -> dict[str, Any]:
     return out
 
 
+def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of each task's unified / single-task headline values and of
+    the relative gain, and on how many seeds the unified model was better."""
+    out = {}
+    for task in per_seed[0]:
+        rows = [c[task] for c in per_seed]
+        gains = np.array([r["relative_gain"] for r in rows], dtype=float)
+        out[task] = {
+            "metric": rows[0]["metric"],
+            "unified_mean": float(np.mean([r["unified"] for r in rows])),
+            "single_task_mean": float(np.mean([r["single_task"] for r in rows])),
+            "relative_gain_mean": float(gains.mean()),
+            "relative_gain_std": float(gains.std()),
+            "unified_better_seeds": int((gains > 0).sum()),
+        }
+    return out
+
+
+EQUAL_STEPS = "single_{task}_equal_steps"
+
+
+def add_equal_step_controls(tasks: list[str], max_users: int) -> None:
+    """Controls for a finished run, added to every seed of ``unified_synthetic.json``: TIGER
+    (the next-item target: at least TIGER's quality) and compute-matched single-task models
+    trained for as many steps as the unified model (each sees ``len(tasks)`` times the
+    examples of its task), with their own comparison and summary."""
+    path = RESULTS / "unified_synthetic.json"
+    out = json.loads(path.read_text())
+    steps = out["protocol"]["unified_steps"]
+    for run in out["runs"]:
+        _, split = load(out["dataset"], max_users, run["seed"])
+        cfg = unimp_config(out["dataset"], steps, run["seed"])
+        done = {r["model"] for r in run["records"]}
+        if "tiger" not in done:
+            run["records"].append(fit_tiger(split, run["seed"], out["dataset"]))
+        for task in tasks:
+            if EQUAL_STEPS.format(task=task) not in done:
+                run["records"].append(
+                    fit_unimp(EQUAL_STEPS.format(task=task), {task: 1.0}, cfg, split)
+                )
+        run["comparison_equal_steps"] = compare(run["records"], tasks, EQUAL_STEPS)
+        path.write_text(json.dumps(out, indent=2, default=float))
+    out["protocol"]["equal_steps_controls"] = (
+        f"single-task models for {tasks} trained {steps} steps, as many as the unified model"
+    )
+    out["summary_equal_steps"] = summarize([r["comparison_equal_steps"] for r in out["runs"]])
+    path.write_text(json.dumps(out, indent=2, default=float))
+    print(json.dumps(out["summary_equal_steps"], indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="synthetic")
-    ap.add_argument("--steps", type=int, default=600, help="optimiser steps per model")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=600, help="optimiser steps per single-task model")
+    ap.add_argument(
+        "--unified-steps",
+        type=int,
+        default=None,
+        help="optimiser steps of the unified model (default: --steps times the number of "
+        "tasks, so it sees as many examples of each task as each single-task model)",
+    )
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (data and models)")
     ap.add_argument("--max-users", type=int, default=1500)
     ap.add_argument("--sasrec-epochs", type=int, default=30)
+    ap.add_argument(
+        "--equal-steps-controls",
+        default=None,
+        help="comma-separated tasks: add compute-matched single-task controls to the finished "
+        "synthetic results file instead of running the benchmark",
+    )
     args = ap.parse_args()
+    if args.equal_steps_controls:
+        torch.set_num_threads(1)
+        add_equal_step_controls(args.equal_steps_controls.split(","), args.max_users)
+        return
     torch.set_num_threads(1)
     wall = time.perf_counter()
     cpu = time.process_time()
-    ds, split = load(args.dataset, args.max_users, args.seed)
+    seeds = [int(x) for x in args.seeds.split(",")]
     tasks = list(TASKS) if args.dataset == "synthetic" else ["next", "search"]
-    cfg = unimp_config(args.dataset, args.steps, args.seed)
-    records = [fit_unimp("unimp", dict.fromkeys(tasks, 1.0), cfg, split)]
-    for task in tasks:
-        records.append(fit_unimp(f"single_{task}", {task: 1.0}, cfg, split))
-    records.append(fit_sasrec(split, args.seed, args.sasrec_epochs))
-    if args.dataset == "synthetic":
-        records.append(fit_mf(split, args.seed))
-        records.append(review_floor(split))
-    out = {
-        "benchmark": "unified",
-        "dataset": args.dataset,
-        "dataset_stats": {
+    unified_steps = args.unified_steps or args.steps * len(tasks)
+    runs, stats = [], {}
+    for seed in seeds:
+        ds, split = load(args.dataset, args.max_users, seed)
+        stats[seed] = {
             "users": ds.n_users,
             "active_users": len(ds.active_users),
             "items": ds.n_items,
             "interactions": ds.n_interactions,
             "fingerprint": ds.fingerprint(),
-        },
+        }
+        unified_cfg = unimp_config(args.dataset, unified_steps, seed)
+        records = [fit_unimp("unimp", dict.fromkeys(tasks, 1.0), unified_cfg, split)]
+        single_cfg = unimp_config(args.dataset, args.steps, seed)
+        for task in tasks:
+            records.append(fit_unimp(f"single_{task}", {task: 1.0}, single_cfg, split))
+        records.append(fit_sasrec(split, seed, args.sasrec_epochs))
+        if args.dataset == "synthetic":
+            records.append(fit_mf(split, seed))
+            records.append(review_floor(split))
+        runs.append({"seed": seed, "records": records, "comparison": compare(records, tasks)})
+        print(f"seed {seed}:", json.dumps(runs[-1]["comparison"]), flush=True)
+    out = {
+        "benchmark": "unified",
+        "dataset": args.dataset,
+        "dataset_stats": stats,
         "protocol": {
             "split": "leave_one_out",
             "ranking": "full catalogue, beams=20, history not masked",
-            "seeds": [args.seed],
-            "steps_per_model": args.steps,
-            "note": "one seed: three do not fit the ~10 CPU-minute budget",
+            "seeds": seeds,
+            "single_task_steps": args.steps,
+            "unified_steps": unified_steps,
+            "budget": "each model sees the same number of examples of each of its tasks "
+            "(unified steps = single-task steps x tasks, same batch size)",
         },
-        "config": cfg,
-        "records": records,
-        "comparison": compare(records, tasks),
+        "config": unimp_config(args.dataset, unified_steps, seeds[0]),
+        "summary": summarize([r["comparison"] for r in runs]),
+        "runs": runs,
         "total_cpu_seconds": time.process_time() - cpu,
         "total_wall_seconds": time.perf_counter() - wall,
         "torch_threads": torch.get_num_threads(),
@@ -281,7 +401,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"unified_{args.dataset}.json"
     path.write_text(json.dumps(out, indent=2, default=float))
-    print(json.dumps(out["comparison"], indent=2))
+    print(json.dumps(out["summary"], indent=2))
     print(f"wrote {path} ({out['total_cpu_seconds']:.0f} CPU-s)")
 
 

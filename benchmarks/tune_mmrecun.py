@@ -8,7 +8,7 @@ forget Recall@20 (vs gold), the MIA AUC and the time.
 
     OMP_NUM_THREADS=1 python benchmarks/tune_mmrecun.py --dataset amazon-scientific
 
-Writes benchmarks/results/tune_mmrecun_<dataset>.json.
+Appends its sweep to benchmarks/results/tune_mmrecun_<dataset>.json.
 """
 
 from __future__ import annotations
@@ -110,20 +110,12 @@ def main() -> None:
                 f" {rep['seconds']:.1f}s",
                 flush=True,
             )
+    # sweeps accumulate: each run appends its rows with its arguments
     path = ROOT / "benchmarks" / "results" / f"tune_mmrecun_{args.dataset}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "benchmark": "MMRecUn forget-strength sweep (tuning seed)",
-                "created": now_utc(),
-                "seed": args.seed,
-                "rows": rows,
-                "versions": versions(),
-            },
-            indent=2,
-            default=str,
-        )
-    )
+    old = json.loads(path.read_text())["sweeps"] if path.is_file() else []
+    sweep = {"created": now_utc(), "args": vars(args), "rows": rows, "versions": versions()}
+    out = {"benchmark": "MMRecUn forget-strength sweep (tuning seed)", "sweeps": [*old, sweep]}
+    path.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {path}")
 
 
