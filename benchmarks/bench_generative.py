@@ -1,5 +1,5 @@
 """Generative retrieval benchmarks: semantic IDs, TIGER vs SASRec, and the preference-discerning
-benchmark (SASRec, TIGER, Mender-Emb side by side).
+benchmark (SASRec, TIGER, Mender-Emb, Mender-Tok side by side).
 
 ``--part tiger``: on a real dataset (default ``amazon-scientific``) embeds item text with
 all-MiniLM-L6-v2 (cached), builds semantic IDs with RQ-VAE and RQ-KMeans (codebook usage,
@@ -8,10 +8,11 @@ leave-one-out split, each under a wall-clock budget, and reports full-ranking te
 Recall/NDCG@10 (history items not masked) and TIGER's invalid-ID rate with and without the
 trie constraint. Writes ``results/generative_<dataset>_tiger.json``.
 
-``--part preferences``: builds extractive preferences from review text, trains SASRec, TIGER and
-Mender-Emb on the same split and scores the five axes of :mod:`polyrec.models.generative.
-benchmark`. On ``synthetic`` (item categories and rating-consistent reviews) the right answer is
-known. Writes ``results/generative_<dataset>_preferences.json``.
+``--part preferences``: builds extractive preferences from review text, trains SASRec, TIGER,
+Mender-Emb and Mender-Tok on the same split and scores the five axes of
+:mod:`polyrec.models.generative.benchmark`. On ``synthetic`` (item categories and
+rating-consistent reviews) the right answer is known. Writes
+``results/generative_<dataset>_preferences.json``.
 
     POLYREC_DATA_DIR=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/bench_generative.py \\
         --part tiger --dataset amazon-scientific --max-minutes 10
@@ -43,7 +44,7 @@ from polyrec.models.generative.benchmark import (
     combined_recall,
     rank_metrics,
 )
-from polyrec.models.generative.mender import Mender
+from polyrec.models.generative.mender import Mender, MenderTok
 from polyrec.models.generative.preferences import user_preferences
 from polyrec.models.generative.semantic_ids import (
     SemanticIdConfig,
@@ -185,6 +186,7 @@ def part_preferences(args: argparse.Namespace) -> dict[str, Any]:
         "sasrec": SASRec(dim=64, dropout=0.2, max_len=20, epochs=200, patience=5, progress=False),
         "tiger": TIGER({k: v for k, v in cfg.items() if k not in _MENDER_KEYS}, progress=False),
         "mender_emb": Mender(cfg, progress=False),
+        "mender_tok": MenderTok(cfg, progress=False),
     }
     out: dict[str, Any] = {"dataset": repr(ds), "models": {}}
     for name, model in models.items():

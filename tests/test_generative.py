@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +30,12 @@ from polyrec.models.generative.preferences import (
     ExtractiveGenerator,
     ItemReview,
     LLMGenerator,
+    OpenAIChatGenerator,
     PreferenceGenerator,
     is_negative,
     parse_preferences,
     user_preferences,
+    window_prompt,
 )
 from polyrec.models.generative.semantic_ids import (
     RQVAEConfig,
@@ -300,6 +305,116 @@ def test_llm_generator_with_a_tiny_random_model() -> None:
     prefs = gen.generate(window)
     assert isinstance(prefs, list) and len(prefs) <= 5
     assert all(isinstance(p, str) and p for p in prefs)
+
+
+class _StubChat:
+    """A local OpenAI-compatible endpoint: records each request and answers with the next
+    canned ``(status, body, delay_seconds)``."""
+
+    def __init__(self, replies: list[tuple[int, str, float]]) -> None:
+        self.replies = list(replies)
+        self.requests: list[dict] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                stub.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": json.loads(body)}
+                )
+                status, text, delay = stub.replies.pop(0)
+                time.sleep(delay)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(text.encode())
+
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    def __enter__(self) -> _StubChat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _chat_reply(content) -> str:
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]})
+
+
+WINDOW = [ItemReview("soft brush", "", "love it", 5.0), ItemReview("perfume", "", "awful", 1.0)]
+
+
+def test_openai_generator_request_and_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLYREC_TEST_KEY", "sk-test")
+    answer = json.dumps({"instructions": ["Prefers soft brushes", "Avoid perfume", *"abcd"]})
+    with _StubChat([(200, _chat_reply(f"```json\n{answer}\n```"), 0.0)]) as stub:
+        gen = OpenAIChatGenerator(
+            stub.url, "tiny-chat", api_key_env="POLYREC_TEST_KEY", temperature=0.6, max_tokens=77
+        )
+        prefs = gen.generate(WINDOW)
+    assert prefs == ["Prefers soft brushes", "Avoid perfume", "a", "b", "c"]  # at most 5
+    (req,) = stub.requests
+    assert req["path"] == "/v1/chat/completions"
+    assert req["headers"]["Authorization"] == "Bearer sk-test"
+    assert req["body"] == {
+        "model": "tiny-chat",
+        "messages": [{"role": "user", "content": window_prompt(WINDOW)}],
+        "temperature": 0.6,
+        "max_tokens": 77,
+    }
+    assert "sk-test" not in gen.name
+
+
+def test_openai_generator_without_key_and_line_replies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POLYREC_TEST_KEY", raising=False)
+    with _StubChat([(200, _chat_reply("- Likes soft brushes\n2. Avoid glitter\n"), 0.0)]) as stub:
+        prefs = OpenAIChatGenerator(stub.url, "m", api_key_env="POLYREC_TEST_KEY").generate(WINDOW)
+    assert prefs == ["Likes soft brushes", "Avoid glitter"]
+    assert "Authorization" not in stub.requests[0]["headers"]
+
+
+def test_openai_generator_retries_transient_errors() -> None:
+    ok = _chat_reply('{"instructions": ["Prefers soft brushes"]}')
+    with _StubChat([(503, '{"error": "busy"}', 0.0), (429, "", 0.0), (200, ok, 0.0)]) as stub:
+        gen = OpenAIChatGenerator(stub.url, "m", retries=2, backoff=0.01)
+        assert gen.generate(WINDOW) == ["Prefers soft brushes"]
+    assert len(stub.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("replies", "match", "calls"),
+    [
+        ([(400, '{"error": {"message": "bad model"}}', 0.0)], r"HTTP 400 .*bad model", 1),
+        ([(500, "oops", 0.0)] * 2, r"HTTP 500 .*oops \(after 2 attempts\)", 2),
+        ([(200, "<html>not json</html>", 0.0)], r"malformed reply '<html>not json", 1),
+        ([(200, '{"choices": []}', 0.0)], "malformed reply", 1),
+        ([(200, _chat_reply(None), 0.0)], "no text content", 1),
+        ([(200, _chat_reply("late"), 0.6), (200, _chat_reply("late"), 0.6)], "timed out", 2),
+    ],
+)
+def test_openai_generator_errors_are_one_line(replies, match, calls) -> None:
+    with _StubChat(replies) as stub:
+        gen = OpenAIChatGenerator(stub.url, "m", timeout=0.3, retries=1, backoff=0.01)
+        with pytest.raises(PolyrecError, match=match) as info:
+            gen.generate(WINDOW)
+    assert "\n" not in str(info.value)
+    assert len(stub.requests) == calls
+
+
+def test_openai_generator_rejects_non_http_urls() -> None:
+    with pytest.raises(PolyrecError, match="http"):
+        OpenAIChatGenerator("file:///etc/passwd", "m")
 
 
 # ---------------------------------------------------------------------- Mender

@@ -30,6 +30,7 @@ MODELS: dict[str, str] = {
     "unlearned": "polyrec.unlearn.base:Unlearned",
     "tiger": "polyrec.models.generative.tiger:TIGER",
     "mender": "polyrec.models.generative.mender:Mender",
+    "mender-tok": "polyrec.models.generative.mender:MenderTok",
     "unimp": "polyrec.models.unified.unimp:UniMP",
 }
 

@@ -1,9 +1,19 @@
-"""Mender: TIGER conditioned on natural-language user preferences (Mender-Emb).
+"""Mender: TIGER conditioned on natural-language user preferences (Mender-Emb, Mender-Tok).
 
 Paischer et al., "Preference Discerning with LLM-Enhanced Generative Retrieval", TMLR 2025
-(Section 4). Mender-Emb embeds each preference with a frozen sentence encoder and places the
-embeddings in the encoder context before the history's semantic-ID tokens; the decoder and the
-trie-constrained beam search are TIGER's (:mod:`.tiger`).
+(Section 4). Two ways to put the preferences in the encoder context, before the history's
+semantic-ID tokens; the decoder and the trie-constrained beam search are TIGER's
+(:mod:`.tiger`):
+
+- :class:`Mender` (Mender-Emb) embeds each preference with a frozen sentence encoder and
+  projects the embeddings into the encoder, one context slot per preference.
+- :class:`MenderTok` (Mender-Tok) tokenizes the preferences as text: a word vocabulary learned
+  from the training preferences (unknown words at inference -> ``[UNK]``), the preferences'
+  tokens joined with ``[SEP]``, embedded by the encoder's own trainable text-token table
+  (separate from the semantic-ID table, so ids never collide). Differences from the paper's
+  Mender-Tok, which fine-tunes a pretrained Flan-T5-small encoder over the preference text
+  followed by the history's item *titles*: the text encoder here is trained from scratch with
+  the rest of the model, and the history stays as semantic-ID tokens.
 
 Preferences come from a :class:`~.preferences.PreferenceGenerator` over the user's reviews
 (the offline extractive one by default). Training conditions each example (history -> next item
@@ -13,14 +23,12 @@ text embedding (the same encoder embeds items and preferences). After ``fit`` ea
 context is their preferences at their last step; :meth:`Mender.set_preference_context` and
 :meth:`Mender.generate_with_preferences` condition on any other preferences (the benchmark
 axes in :mod:`.benchmark`).
-
-Not implemented: Mender-Tok (preferences as text tokens through a fine-tuned language encoder).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Final, cast
 
 import numpy as np
 import torch
@@ -39,7 +47,12 @@ from polyrec.models.generative.preferences import (
     user_preferences,
 )
 from polyrec.models.generative.semantic_ids import SemanticIdMap
-from polyrec.models.generative.tiger import TIGER, TIGERConfig, prefix_examples
+from polyrec.models.generative.tiger import TIGER, TIGERConfig, _Seq2Seq, prefix_examples
+from polyrec.models.sequential import init_weights
+from polyrec.models.unified.tokens import TextTokenizer
+
+TEXT_SPECIALS: Final = ("[PAD]", "[UNK]", "[SEP]")  # ids 0, 1, 2 of the preference vocabulary
+TEXT_PAD, TEXT_UNK, TEXT_SEP = 0, 1, 2
 
 
 class MenderConfig(TIGERConfig):
@@ -72,7 +85,8 @@ class Mender(TIGER):
         self.preference_cache = preference_cache
         self.preferences: PreferenceTable | None = None
         self.pref_texts: list[str] = []
-        self.pref_emb = torch.zeros(0, 0)
+        # the model's input row per preference text (Mender-Emb: its frozen embedding)
+        self.pref_rows = torch.zeros(0, 0)
         self.user_context = np.zeros((0, self.config.max_preferences), np.int64)
         self._train_prefs = np.zeros((0, 1), np.int64)
 
@@ -99,15 +113,18 @@ class Mender(TIGER):
         beams: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`TIGER.generate` with each history conditioned on its own preference list
-        (any length; an empty list means no preference)."""
+        (any length; an empty list means no preference; Mender-Tok cuts the joined text at
+        ``max_preference_tokens``)."""
+        self._check_fitted()
         width = max(1, max(len(p) for p in preferences))
         texts = sorted({t for p in preferences for t in p})
         lookup = {t: i for i, t in enumerate(texts)}
-        emb = self.embed_preferences(texts) if texts else torch.zeros(0, self._pref_dim())
         idx = np.full((len(preferences), width), -1, np.int64)
         for row, prefs in enumerate(preferences):
             idx[row, : len(prefs)] = [lookup[t] for t in prefs]
-        return self.generate(tokens, users, beams=beams, **self._prefix(emb, idx))
+        return self.generate(
+            tokens, users, beams=beams, **self._prefix(self._inputs_of(texts), idx)
+        )
 
     # ------------------------------------------------------------------ training
     def _fit(self, train: Dataset, valid: Dataset | None) -> None:
@@ -123,11 +140,12 @@ class Mender(TIGER):
         )
         if not self.pref_texts:
             raise PolyrecError(f"{self.generator.name} wrote no preference for {train.name!r}")
-        self.pref_emb = self.embed_preferences(self.pref_texts)
+        pref_emb = self.embed_preferences(self.pref_texts)
         item_emb = torch.from_numpy(
             embed_item_texts(train, self.config.preference_model, progress=False)
         )
-        self._train_prefs = self._matched(train, item_emb)
+        self._train_prefs = self._matched(train, pref_emb, item_emb)
+        self.pref_rows = self._fit_inputs(pref_emb)
         self.user_context = np.full((train.n_users, self.config.max_preferences), -1, np.int64)
         seqs = train.sequences
         last = np.diff(seqs.indptr) - 1
@@ -137,16 +155,19 @@ class Mender(TIGER):
         )
         super()._fit(train, valid)
 
-    def _matched(self, train: Dataset, item_emb: torch.Tensor) -> np.ndarray:
+    def _matched(
+        self, train: Dataset, pref_emb: torch.Tensor, item_emb: torch.Tensor
+    ) -> np.ndarray:
         """Per training example (order of :func:`prefix_examples`), the index of the
-        preference at its target's step closest to the target item (``-1``: none)."""
+        preference at its target's step closest to the target item (``-1``: none), by the
+        frozen embeddings ``pref_emb`` (rows of ``pref_texts``) and ``item_emb``."""
         users, _, targets = prefix_examples(train, self.config.max_len)
         lengths = np.diff(train.sequences.indptr)
         pos = np.arange(lengths.sum()) - np.repeat(train.sequences.indptr[:-1], lengths)
         steps = pos[pos >= 1]  # the target's step, in prefix_examples' order
         lookup = {t: i for i, t in enumerate(self.pref_texts)}
         table = cast(PreferenceTable, self.preferences)
-        emb = torch.nn.functional.normalize(self.pref_emb, dim=1)
+        emb = torch.nn.functional.normalize(pref_emb, dim=1)
         items = torch.nn.functional.normalize(item_emb, dim=1)
         out = np.full((len(users), 1), -1, np.int64)
         for row, (u, step, item) in enumerate(
@@ -176,7 +197,7 @@ class Mender(TIGER):
                 "tokens": self._encoder_tokens(hist[idx, -width:], users[idx]),
                 "codes": torch.from_numpy(id_map.ids_of(targets[idx])),
             }
-            batch.update(self._prefix(self.pref_emb, self._train_prefs[idx]))
+            batch.update(self._prefix(self.pref_rows, self._train_prefs[idx]))
             yield batch
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -187,27 +208,38 @@ class Mender(TIGER):
     # ------------------------------------------------------------------ scoring
     def _score(self, users: np.ndarray) -> torch.Tensor:
         tokens = self.histories[users]
-        context = self._prefix(self.pref_emb, self.user_context[users])
+        context = self._prefix(self.pref_rows, self.user_context[users])
         scores = scores_from_beams(*self.generate(tokens, users, **context), self.n_items)
         cold = torch.from_numpy(tokens[:, -1] == PAD)
         if cold.any():
             scores[cold] = self.popularity
         return scores
 
-    def _prefix(self, emb: torch.Tensor, idx: np.ndarray) -> dict[str, torch.Tensor]:
+    def _fit_inputs(self, pref_emb: torch.Tensor) -> torch.Tensor:
+        """The input rows of ``pref_texts`` once they are known in ``fit``, given their frozen
+        embeddings ``pref_emb``: Mender-Emb's inputs are those embeddings."""
+        return pref_emb
+
+    def _inputs_of(self, texts: Sequence[str]) -> torch.Tensor:
+        """The input rows of new preference texts: their frozen embeddings."""
+        if not texts:
+            return torch.zeros(0, self._pref_dim())
+        return self.embed_preferences(texts)
+
+    def _prefix(self, rows: torch.Tensor, idx: np.ndarray) -> dict[str, torch.Tensor]:
         """Prefix vectors ``(B, P, pref_dim)`` and mask (True = empty) from indices into
-        ``emb`` (``-1`` = empty)."""
+        ``rows`` (``-1`` = empty)."""
         t = torch.from_numpy(idx)
-        vec = emb[t.clamp_min(0)] if len(emb) else torch.zeros(*idx.shape, self._pref_dim())
+        vec = rows[t.clamp_min(0)] if len(rows) else torch.zeros(*idx.shape, self._pref_dim())
         return {"prefix": vec * (t >= 0)[..., None], "prefix_mask": t < 0}
 
     def _index(self, preferences: Sequence[Sequence[str]]) -> np.ndarray:
-        """Preference lists -> ``(n, max_preferences)`` indices into the table (new texts are
-        embedded and appended)."""
+        """Preference lists -> ``(n, max_preferences)`` indices into the table (the input rows
+        of new texts are appended)."""
         lookup = {t: i for i, t in enumerate(self.pref_texts)}
         new = sorted({t for p in preferences for t in p if t not in lookup})
         if new:
-            self.pref_emb = torch.cat([self.pref_emb, self.embed_preferences(new)])
+            self.pref_rows = torch.cat([self.pref_rows, self._inputs_of(new)])
             lookup.update({t: len(self.pref_texts) + i for i, t in enumerate(new)})
             self.pref_texts.extend(new)
         out = np.full((len(preferences), self.config.max_preferences), -1, np.int64)
@@ -217,18 +249,143 @@ class Mender(TIGER):
         return out
 
     def _pref_dim(self) -> int:
-        return int(self.pref_emb.shape[1])
+        return int(self.pref_rows.shape[1])
 
     # ------------------------------------------------------------------ state
     def _get_state(self) -> dict[str, Any]:
         state = super()._get_state()
         state.update(
-            pref_texts=list(self.pref_texts), pref_emb=self.pref_emb, user_context=self.user_context
+            pref_texts=list(self.pref_texts),
+            pref_rows=self.pref_rows,
+            user_context=self.user_context,
         )
         return state
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.pref_texts = list(state["pref_texts"])
-        self.pref_emb = state["pref_emb"]
+        self.pref_rows = state["pref_rows"]
         self.user_context = state["user_context"].numpy()
+        super()._set_state(state)
+
+
+# ---------------------------------------------------------------------- Mender-Tok
+class MenderTokConfig(MenderConfig):
+    """Mender-Tok options on top of Mender-Emb's. ``preference_model`` is still used, in
+    ``fit`` only, to match each training target to its preference (the paper's matching)."""
+
+    preference_vocab_size: int = Field(8000, ge=len(TEXT_SPECIALS) + 1)
+    preference_min_frequency: int = Field(1, ge=1)
+    max_preference_tokens: int = Field(64, ge=2)
+
+
+def preference_tokenizer(
+    texts: Sequence[str], vocab_size: int, min_frequency: int = 1
+) -> TextTokenizer:
+    """A word-level tokenizer (lower case, accents stripped, punctuation split off) learned from
+    ``texts``: its ``vocab_size`` most frequent words seen at least ``min_frequency`` times,
+    ``[PAD]``/``[UNK]``/``[SEP]`` first; any other word encodes to ``[UNK]``."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(TEXT_SPECIALS)
+    )
+    tok.train_from_iterator([t for t in texts if t], trainer=trainer)
+    return TextTokenizer(tok.to_str())
+
+
+class _TextPrefixSeq2Seq(_Seq2Seq):
+    """TIGER's seq2seq whose context prefix is preference text tokens ``(B, P)`` (``PAD=0``),
+    embedded by their own table plus learned positions."""
+
+    def __init__(self, dims: dict[str, int], cfg: TIGERConfig) -> None:
+        super().__init__(dims, cfg)
+        self.text_token = torch.nn.Embedding(dims["text_vocab"], cfg.dim, padding_idx=TEXT_PAD)
+        self.text_pos = torch.nn.Embedding(dims["text_len"], cfg.dim)
+        init_weights(self.text_token)
+        init_weights(self.text_pos)
+
+    def embed_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(prefix.shape[1], device=prefix.device)
+        return self.text_token(prefix) + self.text_pos(pos)
+
+
+class MenderTok(Mender):
+    """Mender-Tok (see module docstring): the same training examples, matched preferences,
+    decoder and beam search as :class:`Mender`; the context is the preferences' text tokens.
+    After ``fit``: ``tokenizer`` (the preference vocabulary, saved with the model)."""
+
+    name = "mender-tok"
+    Config: ClassVar[type[ModelConfig]] = MenderTokConfig
+    config: MenderTokConfig
+
+    def __init__(
+        self,
+        config: ModelConfig | dict[str, Any] | None = None,
+        *,
+        generator: PreferenceGenerator | None = None,
+        preference_cache: str | None = None,
+        **overrides: Any,
+    ):
+        super().__init__(
+            config, generator=generator, preference_cache=preference_cache, **overrides
+        )
+        self.tokenizer: TextTokenizer | None = None
+        self.pref_rows = torch.zeros(0, self.config.max_preference_tokens, dtype=torch.long)
+
+    def _fit_inputs(self, pref_emb: torch.Tensor) -> torch.Tensor:
+        """Learn the vocabulary from the training preferences; rows are their token ids."""
+        cfg = self.config
+        self.tokenizer = preference_tokenizer(
+            self.pref_texts, cfg.preference_vocab_size, cfg.preference_min_frequency
+        )
+        return self._inputs_of(self.pref_texts)
+
+    def _inputs_of(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids of each text followed by ``[SEP]``, ``(n, max_preference_tokens)`` padded
+        with ``[PAD]`` (a longer text is cut)."""
+        width = self.config.max_preference_tokens
+        rows = torch.full((len(texts), width), TEXT_PAD, dtype=torch.long)
+        for r, ids in enumerate(cast(TextTokenizer, self.tokenizer).encode(list(texts))):
+            seq = [*ids[: width - 1], TEXT_SEP]
+            rows[r, : len(seq)] = torch.tensor(seq)
+        return rows
+
+    def _prefix(self, rows: torch.Tensor, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """Each row's preferences (indices into ``rows``, ``-1`` = none) as one text: their
+        tokens in order, moved left over the padding, cut to ``max_preference_tokens``;
+        ``prefix (B, T)`` and ``prefix_mask`` (True = padding)."""
+        t = torch.from_numpy(idx)
+        if len(rows):
+            sel = rows[t.clamp_min(0)] * (t >= 0)[..., None]
+        else:
+            sel = torch.zeros(*idx.shape, rows.shape[1], dtype=torch.long)
+        flat = sel.reshape(len(idx), -1)
+        real = flat != TEXT_PAD
+        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)
+        longest = int(real.sum(1).max()) if real.numel() else 0
+        width = min(self.config.max_preference_tokens, max(1, longest))
+        packed = flat.gather(1, order)[:, :width]
+        return {"prefix": packed, "prefix_mask": packed == TEXT_PAD}
+
+    def _dims(self, train: Dataset) -> dict[str, int]:
+        dims = TIGER._dims(self, train)  # no preference vectors: text tokens instead
+        dims.update(
+            text_vocab=cast(TextTokenizer, self.tokenizer).vocab_size,
+            text_len=self.config.max_preference_tokens,
+        )
+        return dims
+
+    def _build(self, dims: dict[str, int]) -> torch.nn.Module:
+        return _TextPrefixSeq2Seq(dims, self.config)
+
+    def _get_state(self) -> dict[str, Any]:
+        state = super()._get_state()
+        state["preference_tokenizer"] = cast(TextTokenizer, self.tokenizer).json
+        return state
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.tokenizer = TextTokenizer(state["preference_tokenizer"])
         super()._set_state(state)

@@ -6,7 +6,7 @@ bought with their reviews and write up to five short preferences, positive ("Pre
 negative ("Avoid ..."), without brands or product names. A preference is *negative* when it
 starts with "Avoid", "Exclude" or "No" (the rule of the official code).
 
-:class:`PreferenceGenerator` is the interface; two backends:
+:class:`PreferenceGenerator` is the interface; three backends:
 
 - :class:`ExtractiveGenerator` needs no model: it takes the aspect of each item (its category,
   else the content words of its title or review) and the review's sentiment (from the rating,
@@ -15,6 +15,9 @@ starts with "Avoid", "Exclude" or "No" (the rule of the official code).
 - :class:`LLMGenerator` prompts a Hugging Face ``transformers`` causal or seq2seq model (by name
   or local folder, offline, or objects passed in) with a prompt like the paper's and parses the
   ``{"instructions": [...]}`` answer.
+- :class:`OpenAIChatGenerator` sends the same prompt to an OpenAI-compatible
+  ``/chat/completions`` endpoint over HTTP (standard library only) and parses the reply the same
+  way (:func:`parse_preferences`).
 
 :func:`user_preferences` runs a generator over every (user, step) of a dataset's sequences and
 caches the result in a JSON-lines file that can be shared (keyed by external user id and step).
@@ -22,8 +25,13 @@ caches the result in a JSON-lines file that can be shared (keyed by external use
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import re
+import time
+import urllib.error
+import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -189,21 +197,9 @@ class LLMGenerator(PreferenceGenerator):
         return f"llm-{self._label}-{self.max_new_tokens}-{'greedy' if self.greedy else 'sample'}"
 
     def prompt(self, window: Sequence[ItemReview]) -> str:
-        """The prompt for one window (items as JSON objects, reviews included)."""
-        items = [
-            {
-                k: v
-                for k, v in {
-                    "title": w.title,
-                    "category": w.category,
-                    "review": w.review,
-                    "rating": w.rating,
-                }.items()
-                if v not in ("", None)
-            }
-            for w in window
-        ]
-        return PROMPT.format(items="\n".join(json.dumps(i) for i in items)) + ANSWER_PREFIX
+        """The prompt for one window followed by the start of the answer (the paper's
+        assistant prefix)."""
+        return window_prompt(window) + ANSWER_PREFIX
 
     def generate(self, window: Sequence[ItemReview]) -> list[str]:
         import torch
@@ -223,6 +219,127 @@ class LLMGenerator(PreferenceGenerator):
             out = out[:, enc["input_ids"].shape[1] :]
         answer = self.tokenizer.decode(out[0], skip_special_tokens=True)
         return parse_preferences(ANSWER_PREFIX + answer, self.max_preferences)
+
+
+def window_prompt(window: Sequence[ItemReview]) -> str:
+    """The request for one window: :data:`PROMPT` with the items as JSON objects (reviews
+    included)."""
+    items = [
+        {
+            k: v
+            for k, v in {
+                "title": w.title,
+                "category": w.category,
+                "review": w.review,
+                "rating": w.rating,
+            }.items()
+            if v not in ("", None)
+        }
+        for w in window
+    ]
+    return PROMPT.format(items="\n".join(json.dumps(i) for i in items))
+
+
+class OpenAIChatGenerator(PreferenceGenerator):
+    """Preferences from an OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp
+    server, Ollama, ...): one ``POST {base_url}/chat/completions`` per window with the prompt of
+    :func:`window_prompt` as the user message; the reply's text is parsed by
+    :func:`parse_preferences`.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1`` (``http`` or ``https``).
+        model: the model name the endpoint serves.
+        api_key_env: name of the environment variable holding the API key, sent as
+            ``Authorization: Bearer``; unset or empty sends none. The key itself is never an
+            argument, so it cannot end up in a config file or the cache key.
+        temperature, max_tokens: sent with each request (0.0: as reproducible as the endpoint
+            allows; the paper samples at 0.6).
+        timeout: seconds per request.
+        retries: further attempts after a connection error, a timeout, HTTP 408, 429 or 5xx,
+            waiting ``backoff * 2**attempt`` seconds (longer if the server's ``Retry-After``
+            says so, at most 60 s); other HTTP errors fail at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        temperature: float = 0.0,
+        max_tokens: int = 128,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        max_preferences: int = 5,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise PolyrecError(f"preference endpoint {base_url!r}: use an http(s):// URL")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_preferences = max_preferences
+
+    @property
+    def name(self) -> str:
+        return f"openai-{self.model}-{self.max_tokens}-t{self.temperature:g}"
+
+    def request_body(self, window: Sequence[ItemReview]) -> dict[str, Any]:
+        """The JSON body sent for one window."""
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": window_prompt(window)}],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    def generate(self, window: Sequence[ItemReview]) -> list[str]:
+        raw = self._post(json.dumps(self.request_body(window)).encode())
+        try:
+            content = json.loads(raw)["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise PolyrecError(
+                f"preference endpoint {self.url}: malformed reply {_one_line(raw)!r}"
+            ) from exc
+        if not isinstance(content, str):
+            raise PolyrecError(
+                f"preference endpoint {self.url}: the reply has no text content ({content!r})"
+            )
+        return parse_preferences(content, self.max_preferences)
+
+    def _post(self, body: bytes) -> bytes:
+        """POST with retries (class docstring); the response body, else a PolyrecError."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        attempt = 0
+        while True:
+            wait = self.backoff * 2**attempt
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return response.read()
+            except urllib.error.HTTPError as exc:
+                detail = _one_line(exc.read())
+                error = f"HTTP {exc.code} {exc.reason}" + (f": {detail}" if detail else "")
+                transient = exc.code in (408, 429) or exc.code >= 500
+                after = exc.headers.get("Retry-After", "") if exc.headers else ""
+                if after.replace(".", "", 1).isdigit():
+                    wait = max(wait, min(float(after), 60.0))
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                error, transient = f"{type(exc).__name__}: {reason}", True
+            if not transient or attempt >= self.retries:
+                tries = f" (after {attempt + 1} attempts)" if attempt else ""
+                raise PolyrecError(f"preference endpoint {self.url}: {_one_line(error)}{tries}")
+            time.sleep(wait)
+            attempt += 1
 
 
 def parse_preferences(answer: str, limit: int = 5) -> list[str]:
@@ -370,6 +487,13 @@ def _column(frame: Any, name: str, n: int) -> list[str]:
         return [""] * n
     col = frame[name]
     return col.astype(object).where(col.notna(), "").astype(str).tolist()
+
+
+def _one_line(text: bytes | str, limit: int = 200) -> str:
+    """A reply or error squeezed onto one short line (for error messages)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return " ".join(str(text).split())[:limit]
 
 
 def _words(text: str) -> list[str]:

@@ -147,7 +147,7 @@ class _DecoderBlock(_EncoderBlock):
 
 
 class _Seq2Seq(torch.nn.Module):
-    """Encoder over [prefix vectors] + user token + history ID tokens; decoder over ID tokens.
+    """Encoder over [context prefix] + user token + history ID tokens; decoder over ID tokens.
 
     Encoder vocabulary: ``PAD=0``, user buckets ``1..n_user_tokens``, then each depth's codes.
     Decoder vocabulary: ``BOS=0``, then each depth's codes; step ``d`` predicts among depth
@@ -184,14 +184,14 @@ class _Seq2Seq(torch.nn.Module):
         prefix_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Memory ``(B, S, dim)`` and its key mask ``(B, 1, 1, S)`` (True = real) for
-        left-padded encoder tokens ``(B, T)`` and optional prefix vectors ``(B, P, pref_dim)``
-        (``prefix_mask`` True where a prefix slot is empty)."""
+        left-padded encoder tokens ``(B, T)`` and an optional context ``prefix`` put before
+        them (:meth:`embed_prefix`; ``prefix_mask`` True where a prefix slot is empty)."""
         width = tokens.shape[1]
         pos = torch.arange(self.enc_len - width, self.enc_len, device=tokens.device)
         x = self.enc_token(tokens) + self.enc_pos(pos)
         pad = tokens == PAD
-        if prefix is not None and self.pref_proj is not None:
-            x = torch.cat([self.pref_proj(prefix), x], dim=1)
+        if prefix is not None:
+            x = torch.cat([self.embed_prefix(prefix), x], dim=1)
             if prefix_mask is None:
                 prefix_mask = torch.zeros(prefix.shape[:2], dtype=torch.bool, device=x.device)
             pad = torch.cat([prefix_mask, pad], dim=1)
@@ -202,6 +202,13 @@ class _Seq2Seq(torch.nn.Module):
         for block in self.encoder:
             x = block(x, mask)
         return self.enc_norm(x), keys
+
+    def embed_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
+        """Encoder inputs ``(B, P, dim)`` of the context prefix: here projected preference
+        vectors ``(B, P, pref_dim)`` (Mender-Emb); Mender-Tok overrides it for text tokens."""
+        if self.pref_proj is None:
+            raise PolyrecError("this model was built without a preference context")
+        return self.pref_proj(prefix)
 
     def decode(
         self, dec_tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor
