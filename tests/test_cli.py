@@ -221,9 +221,10 @@ def test_config_errors_are_polyrec_errors(overrides: dict, message: str) -> None
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_configs_resolve(path: Path) -> None:
-    if path.parent.name == "taobao":  # CTR ranking configs (polyrec ctr train)
-        from polyrec.config import build, load_yaml
-        from polyrec.models.ranking.base import get_ranker_class
+    from polyrec.config import build, load_yaml
+    from polyrec.models.ranking.base import RANKERS, get_ranker_class
+
+    if load_yaml(path).get("model") in RANKERS:  # CTR ranking configs (their own layout)
         from polyrec.models.ranking.experiment import CTRRunConfig
 
         cfg = build(CTRRunConfig, load_yaml(path), where=str(path))
