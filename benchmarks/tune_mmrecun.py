@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--passes", default="5,20,50")
     parser.add_argument("--unlearn-epochs", default="3")
     parser.add_argument("--lrs", default="0.001")
+    parser.add_argument("--note", default="", help="recorded with the sweep (e.g. what changed)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     opts, features = model_options(f"{args.dataset}/freedom.yaml")

@@ -4,8 +4,8 @@ Sinha, Mandal, Kankanhalli, "Multi-Modal Recommendation Unlearning for Legal, Li
 Modality Constraints", AAAI 2025 (arXiv 2405.15328). Starting from the trained model, each step
 minimises
 
-    L = alpha * mean_{(u,i) in forget} -ln sigma(x_uj - x_ui)          (reverse BPR)
-      + (1 - alpha) * L_model(retain batch)                              (forward BPR + reg)
+    L = alpha * sum_{(u,i) in forget batch} -ln sigma(x_uj - x_ui) / B  (reverse BPR)
+      + (1 - alpha) * L_model(retain batch of B pairs)                   (forward BPR + reg)
 
 where ``j`` is a uniformly drawn item the user never interacted with in the original training
 data, so the forgotten item is pushed *below* a random negative, and ``L_model`` is the model's
@@ -91,7 +91,10 @@ def mmrecun(
             neg = torch.from_numpy(sampler.sample(forget.users[rows], rng=rng))
             device = inner.device
             out = inner.train_module(users.to(device), items_all[rows].to(device), neg.to(device))
-            return alpha * reverse_bpr_loss(out[0], out[1])
+            # a sum scaled like the retain batch's mean: every forgotten pair weighs as much
+            # as a retained one whatever the size of the forget set (a mean over the forget
+            # batch would push each pair of a small request harder)
+            return alpha * reverse_bpr_loss(out[0], out[1]) * len(rows) / inner.config.batch_size
 
     train_steps(
         inner,
