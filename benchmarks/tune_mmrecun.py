@@ -69,8 +69,8 @@ def main() -> None:
         gold_rep = unlearning_report(
             gold, applied, test, seconds=time.perf_counter() - start, seed=args.seed
         )
-        print(f"{kind}: gold forget R@20 {gold_rep['forget_recall@20']:.4f}", flush=True)
-        rows.append({"request": kind, "method": "gold", **gold_rep})
+        print(f"{kind} {fraction}: gold forget R@20 {gold_rep['forget_recall@20']:.4f}", flush=True)
+        rows.append({"request": kind, "fraction": float(fraction), "method": "gold", **gold_rep})
         for alpha, passes, epochs, lr in grid:
             work = copy.deepcopy(original)
             start = time.perf_counter()
@@ -96,6 +96,7 @@ def main() -> None:
             rows.append(
                 {
                     "request": kind,
+                    "fraction": float(fraction),
                     "method": "mmrecun",
                     "alpha": alpha,
                     "forget_passes": passes,

@@ -20,7 +20,9 @@ and a forgotten *user* needs a stronger step than forgotten interactions (no ret
 interaction of theirs anchors their parameters, and gold leaves them untrained), so the default
 learning rate is :data:`USER_LR_SCALE` times the model's for a request that forgets whole
 users, the model's own otherwise (4 epochs, 50 passes over the forget set per epoch). ``alpha``
-barely matters under Adam (it rescales the loss terms; Adam normalises the step size).
+barely matters under Adam (it rescales the loss terms; Adam normalises the step size). For user
+requests the band is a cliff: on the tuning seed 4 epochs at 3x lr left forget recall at 0.041,
+at 3.5x 0.016 and at 5x 0 (gold: 0.024).
 """
 
 from __future__ import annotations
