@@ -45,13 +45,14 @@ from polyrec.models.generative.benchmark import (
     rank_metrics,
 )
 from polyrec.models.generative.mender import Mender, MenderTok
-from polyrec.models.generative.preferences import user_preferences
+from polyrec.models.generative.preferences import merge_reviewed, user_preferences
 from polyrec.models.generative.semantic_ids import (
     SemanticIdConfig,
     build_semantic_ids,
 )
 from polyrec.models.generative.tiger import TIGER
 from polyrec.models.sequential.sasrec import SASRec
+from polyrec.models.torch_base import TorchRecommender
 from polyrec.record import peak_rss_mb, versions
 
 ROOT = Path(__file__).resolve().parent
@@ -73,6 +74,10 @@ def fit_within(model: Recommender, train: Any, valid: Any, minutes: float) -> di
     signal.alarm(max(1, int(minutes * 60)))
     start, cpu = time.perf_counter(), time.process_time()
     status = "finished"
+    # the trainer hands its history over only when fit returns: keep a cut-short run's epochs
+    seen: list[dict[str, Any]] = []
+    if isinstance(model, TorchRecommender):
+        model.epoch_callbacks.append(seen.append)
     try:
         model.fit(train, valid)
         signal.alarm(0)
@@ -85,11 +90,10 @@ def fit_within(model: Recommender, train: Any, valid: Any, minutes: float) -> di
         "status": status,
         "fit_seconds": time.perf_counter() - start,
         "fit_cpu_seconds": time.process_time() - cpu,
-        "epochs_run": len(getattr(model, "history", [])),
+        "epochs_run": len(seen),
         "best_epoch": getattr(model, "best_epoch", None),
         "history": [
-            {k: v for k, v in h.items() if k in ("epoch", "loss", "seconds", "valid")}
-            for h in getattr(model, "history", [])
+            {k: v for k, v in h.items() if k in ("epoch", "loss", "seconds", "valid")} for h in seen
         ],
     }
 
@@ -193,28 +197,29 @@ def part_preferences(args: argparse.Namespace) -> dict[str, Any]:
         rec = fit_within(model, split.train, split.valid, args.max_minutes)
         rec["test"] = test_metrics(model, split.test)
         out["models"][name] = rec
-    # benchmark on the test split: preferences at the test step (window ends at the test item)
-    full = split.train.with_interactions(
-        users=np.concatenate([split.train.users, split.valid.users, split.test.users]),
-        items=np.concatenate([split.train.items, split.valid.items, split.test.items]),
-        timestamps=np.concatenate(
-            [split.train.timestamps, split.valid.timestamps, split.test.timestamps]
-        ),
-        ratings=np.concatenate([split.train.ratings, split.valid.ratings, split.test.ratings]),
-        interaction_data=_concat_frames(split),
-    )
-    gen = models["mender_emb"].generator  # type: ignore[attr-defined]
-    table = user_preferences(full, gen, window=5, last_n=1)
-    acc_table = user_preferences(full, gen, window=5, last_n=None)
+    # benchmark on the test split: preferences at the test step (window ends at the test item),
+    # written, embedded and matched as Mender does at its training and validation steps
+    full = merge_reviewed(split.train, split.valid, split.test)
+    mender = models["mender_emb"]
+    assert isinstance(mender, Mender)
+    mcfg = mender.config
+    gen = mender.generator
+    table = user_preferences(full, gen, window=mcfg.preference_window, last_n=1)
+    acc_table = user_preferences(full, gen, window=mcfg.preference_window, last_n=None)
     users = split.test.users
     last = np.diff(full.sequences.indptr)[users] - 1
     prefs = [table.at(u, s) for u, s in zip(users.tolist(), last.tolist(), strict=True)]
     acc = [
         acc_table.accumulated(u, s)[:20] for u, s in zip(users.tolist(), last.tolist(), strict=True)
     ]
-    item_emb = embed_item_texts(ds, fields=("title", "category"), progress=False)
+    item_emb = embed_item_texts(ds, mcfg.preference_model, fields=mcfg.text_fields, progress=False)
     bench = build_benchmark(
-        users, split.test.items, prefs, acc, item_emb, lambda t: embed_item_texts(t, progress=False)
+        users, split.test.items, prefs, acc, item_emb, lambda t: mender.embed_preferences(t).numpy()
+    )
+    out["mender_validation"] = (
+        "early stopping scores each validation user with the matched preference at the "
+        "validation step (window ending at the validation item), as the recommendation axis "
+        "does at the test step; after fit the context is every preference at the last known step"
     )
     out["benchmark_sizes"] = {axis: len(s) for axis, s in bench.items()}
     out["axes"] = {}
@@ -250,13 +255,6 @@ def _ranked(model: Recommender, users: np.ndarray, prefs: list[list[str]]) -> np
                 items = torch.topk(model.score(u), max(KS), dim=1).indices.numpy()
         rows.append(items[:, : max(KS)])
     return np.concatenate(rows)
-
-
-def _concat_frames(split: Any) -> Any:
-    import pandas as pd
-
-    parts = [p.interaction_data for p in (split.train, split.valid, split.test)]
-    return None if any(p is None for p in parts) else pd.concat(parts, ignore_index=True)
 
 
 def main() -> None:

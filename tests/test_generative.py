@@ -18,6 +18,7 @@ import torch
 from polyrec.data.split import leave_one_out
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
+from polyrec.features.text import embed_item_texts
 from polyrec.models.generative.benchmark import (
     build_benchmark,
     combined_recall,
@@ -25,7 +26,7 @@ from polyrec.models.generative.benchmark import (
     rank_metrics,
     steering_partner,
 )
-from polyrec.models.generative.mender import Mender
+from polyrec.models.generative.mender import Mender, MenderTok
 from polyrec.models.generative.preferences import (
     ExtractiveGenerator,
     ItemReview,
@@ -33,6 +34,7 @@ from polyrec.models.generative.preferences import (
     OpenAIChatGenerator,
     PreferenceGenerator,
     is_negative,
+    merge_reviewed,
     parse_preferences,
     user_preferences,
     window_prompt,
@@ -439,6 +441,117 @@ def test_mender_fits_follows_context_and_round_trips(data, tmp_path: Path) -> No
     back = Mender.load(tmp_path / "m")
     assert back.pref_texts == model.pref_texts
     torch.testing.assert_close(back.score(users), model.score(users))
+
+
+class _Recording(ExtractiveGenerator):
+    """The extractive generator, recording the review of every item of every window it reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reviews: set[str] = set()
+
+    def generate_many(self, windows):
+        self.reviews.update(w.review for window in windows for w in window)
+        return super().generate_many(windows)
+
+
+@pytest.fixture(scope="module")
+def tagged():
+    """Leave-one-out synthetic data whose reviews name their interaction (``ref<k>``: no
+    sentiment word, so the same preferences), to see which interactions a generator read."""
+    ds = make_synthetic(40, 30, 400, n_categories=4, seed=0)
+    frame = ds.interaction_data.assign(
+        review=[f"{r} ref{k}" for k, r in enumerate(ds.interaction_data["review"])]
+    )
+    return leave_one_out(
+        ds.with_interactions(
+            users=ds.users,
+            items=ds.items,
+            timestamps=ds.timestamps,
+            ratings=ds.ratings,
+            interaction_data=frame,
+        )
+    )
+
+
+def _texts(model: Mender, row: np.ndarray) -> list[str]:
+    return [model.pref_texts[i] for i in row if i >= 0]
+
+
+def _at_validation_step(split) -> tuple[np.ndarray, list[list[str]]]:
+    """Validation users and the preferences the generator writes at their validation step
+    (the window ends at the validation item), computed the way the benchmark does at the test
+    step."""
+    known = merge_reviewed(split.train, split.valid)
+    table = user_preferences(known, ExtractiveGenerator(), window=5, last_n=1)
+    users = split.valid.users
+    steps = np.diff(known.sequences.indptr)[users] - 1
+    return users, [table.at(u, s) for u, s in zip(users.tolist(), steps.tolist(), strict=True)]
+
+
+@pytest.mark.parametrize("cls", [Mender, MenderTok])
+def test_mender_validates_on_the_matched_preference_at_the_validation_step(
+    cls, tagged, tmp_path: Path
+) -> None:
+    from test_text_features import tiny_sentence_model
+
+    torch.set_num_threads(1)
+    encoder = tiny_sentence_model(tmp_path / "enc")
+    gen = _Recording()
+    model = cls({**TINY, "preference_model": encoder, "epochs": 2, "eval_every": 1}, generator=gen)
+    seen: list[np.ndarray] = []
+    model.epoch_callbacks.append(lambda entry: seen.append(model.user_context.copy()))
+    model.fit(tagged.train, tagged.valid)
+    assert len(seen) == 2 and all("valid" in h for h in model.history)
+    assert all((c == seen[0]).all() for c in seen)
+    validating = seen[0]
+
+    users, at_valid = _at_validation_step(tagged)
+    item_emb = embed_item_texts(
+        tagged.train, encoder, fields=model.config.text_fields, progress=False
+    )
+    samples = build_benchmark(
+        users,
+        tagged.valid.items,
+        at_valid,
+        [[]] * len(users),
+        item_emb,
+        lambda texts: embed_item_texts(texts, encoder, progress=False),
+    )["recommendation"]
+    expected = {s.history_user: s.preferences for s in samples}
+    assert len(expected) > len(users) // 2
+    for u in users.tolist():
+        assert _texts(model, validating[u]) == expected.get(u, [])
+    # the validation step's preference is not what the last training step said
+    train_last = np.diff(tagged.train.sequences.indptr) - 1
+    assert any(expected[u][0] not in model.preferences.at(u, int(train_last[u])) for u in expected)
+    # serving: every preference at the last known step (the validation item's); users without
+    # a validation item keep their last training step's
+    for u, prefs in zip(users.tolist(), at_valid, strict=True):
+        assert _texts(model, model.user_context[u]) == prefs[:5]
+    for u in np.setdiff1d(tagged.train.active_users, users).tolist():
+        assert _texts(model, model.user_context[u]) == model.preferences.at(u, int(train_last[u]))
+    assert (model.user_context != validating).any()
+    # fit read training and validation reviews only, never a test one
+    assert set(tagged.valid.interaction_data["review"]) <= gen.reviews
+    assert gen.reviews.isdisjoint(tagged.test.interaction_data["review"])
+
+
+def test_mender_fit_cut_short_keeps_the_serving_context(tagged, tmp_path: Path) -> None:
+    from test_text_features import tiny_sentence_model
+
+    encoder = tiny_sentence_model(tmp_path / "enc")
+    model = Mender({**TINY, "preference_model": encoder, "epochs": 3, "eval_every": 1})
+
+    def stop(entry):
+        raise KeyboardInterrupt  # like the benchmark's wall-clock alarm, mid-training
+
+    model.epoch_callbacks.append(stop)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(tagged.train, tagged.valid)
+    users, at_valid = _at_validation_step(tagged)
+    for u, prefs in zip(users.tolist(), at_valid, strict=True):
+        assert _texts(model, model.user_context[u]) == prefs[:5]
 
 
 # ---------------------------------------------------------------------- benchmark

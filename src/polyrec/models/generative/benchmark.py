@@ -2,7 +2,8 @@
 built from item and preference embeddings for any dataset with generated preferences.
 
 For every test user ``u`` with test item ``i`` (leave-one-out) and the preferences written at
-that step, the *matched* preference is the one closest to ``i`` (dot product of embeddings).
+that step, the *matched* preference is the one closest to ``i`` (dot product of embeddings,
+:func:`matched_preferences`; Mender validates on the same choice at the validation step).
 
 - ``recommendation``: history of ``u`` + matched preference -> ``i``.
 - ``sentiment``: the matched preference in positive form ("Prefers X") must retrieve ``i`` and
@@ -68,6 +69,30 @@ def steering_partner(targets: np.ndarray, item_emb: np.ndarray, coarse: bool) ->
     return np.where(same.all(1), -1, pick)
 
 
+def matched_preferences(
+    preferences: Sequence[Sequence[str]],
+    targets: np.ndarray,
+    item_emb: np.ndarray,
+    embed: Callable[[list[str]], np.ndarray],
+) -> list[str | None]:
+    """Per sample the *matched* preference: among ``preferences[s]`` (those written at the
+    target's step) the one whose embedding has the largest dot product with the target item's
+    ``item_emb`` row (first on ties); ``None`` when there is none. ``embed`` maps preference
+    texts to vectors in the item embedding's space. Mender trains and validates on this choice
+    and the benchmark tests it."""
+    texts = sorted({t for p in preferences for t in p})
+    vecs = embed(texts) if texts else np.zeros((0, item_emb.shape[1]), np.float32)
+    lookup = {t: i for i, t in enumerate(texts)}
+    matched: list[str | None] = []
+    for prefs, item in zip(preferences, np.asarray(targets).tolist(), strict=True):
+        if not prefs:
+            matched.append(None)
+            continue
+        sims = vecs[[lookup[p] for p in prefs]] @ item_emb[item]
+        matched.append(list(prefs)[int(sims.argmax())])
+    return matched
+
+
 def build_benchmark(
     users: np.ndarray,
     targets: np.ndarray,
@@ -79,16 +104,7 @@ def build_benchmark(
     """Samples per axis (see module docstring) from test ``users``, their ``targets``, the
     ``preferences`` written at the target step and all ``accumulated`` ones; ``embed`` maps
     preference texts to vectors in the item embedding's space."""
-    texts = sorted({t for p in preferences for t in p})
-    vecs = embed(texts) if texts else np.zeros((0, item_emb.shape[1]), np.float32)
-    lookup = {t: i for i, t in enumerate(texts)}
-    matched: list[str | None] = []
-    for prefs, item in zip(preferences, targets.tolist(), strict=True):
-        if not prefs:
-            matched.append(None)
-            continue
-        sims = vecs[[lookup[p] for p in prefs]] @ item_emb[item]
-        matched.append(list(prefs)[int(sims.argmax())])
+    matched = matched_preferences(preferences, targets, item_emb, embed)
     has = np.array([m is not None for m in matched])
     out: dict[str, list[Sample]] = {axis: [] for axis in AXES}
     for s in np.flatnonzero(has):

@@ -19,10 +19,14 @@ Preferences come from a :class:`~.preferences.PreferenceGenerator` over the user
 (the offline extractive one by default). Training conditions each example (history -> next item
 ``t``) on the *matched* preference, as in the paper's preference-based setting: among the
 preferences written at step ``t``, the one whose embedding is closest to the target item's
-text embedding (the same encoder embeds items and preferences). After ``fit`` each user's
-context is their preferences at their last step; :meth:`Mender.set_preference_context` and
-:meth:`Mender.generate_with_preferences` condition on any other preferences (the benchmark
-axes in :mod:`.benchmark`).
+text embedding (the same encoder embeds items, from ``text_fields``, and preferences;
+:func:`.benchmark.matched_preferences`). Validation (early stopping) conditions the same way, as
+the benchmark tests: each validation user gets the matched preference at the validation item's
+step (window ending at that item), not the preferences of their last training step, which
+describe an earlier item. After ``fit`` each user's context is every preference at their last
+known step (the last item of the stored history: the validation item when ``fit`` had one);
+:meth:`Mender.set_preference_context` and :meth:`Mender.generate_with_preferences` condition on
+any other preferences (the benchmark axes in :mod:`.benchmark`).
 """
 
 from __future__ import annotations
@@ -39,11 +43,13 @@ from polyrec.data.sequences import PAD
 from polyrec.errors import PolyrecError
 from polyrec.features.text import DEFAULT_MODEL, embed_item_texts
 from polyrec.models.base import ModelConfig
+from polyrec.models.generative.benchmark import matched_preferences
 from polyrec.models.generative.decoding import scores_from_beams
 from polyrec.models.generative.preferences import (
     ExtractiveGenerator,
     PreferenceGenerator,
     PreferenceTable,
+    merge_reviewed,
     user_preferences,
 )
 from polyrec.models.generative.semantic_ids import SemanticIdMap
@@ -141,43 +147,87 @@ class Mender(TIGER):
         if not self.pref_texts:
             raise PolyrecError(f"{self.generator.name} wrote no preference for {train.name!r}")
         pref_emb = self.embed_preferences(self.pref_texts)
-        item_emb = torch.from_numpy(
-            embed_item_texts(train, self.config.preference_model, progress=False)
+        item_emb = embed_item_texts(
+            train, self.config.preference_model, fields=self.config.text_fields, progress=False
         )
-        self._train_prefs = self._matched(train, pref_emb, item_emb)
+        self._train_prefs = self._matched(train, pref_emb.numpy(), item_emb)
         self.pref_rows = self._fit_inputs(pref_emb)
-        self.user_context = np.full((train.n_users, self.config.max_preferences), -1, np.int64)
-        seqs = train.sequences
-        last = np.diff(seqs.indptr) - 1
-        users = np.flatnonzero(last >= 0)
-        self.user_context[users] = self._index(
-            [self.preferences.at(u, int(last[u])) for u in users]
-        )
-        super()._fit(train, valid)
+        serving, validating = self._contexts(train, valid, item_emb)
+        # early stopping must score what the benchmark tests: the matched preference at the
+        # validation step; serving (and a fit cut short by an exception) keeps the last step's
+        self.user_context = validating
+        try:
+            super()._fit(train, valid)
+        finally:
+            self.user_context = serving
 
-    def _matched(
-        self, train: Dataset, pref_emb: torch.Tensor, item_emb: torch.Tensor
-    ) -> np.ndarray:
-        """Per training example (order of :func:`prefix_examples`), the index of the
-        preference at its target's step closest to the target item (``-1``: none), by the
-        frozen embeddings ``pref_emb`` (rows of ``pref_texts``) and ``item_emb``."""
+    def _matched(self, train: Dataset, pref_emb: np.ndarray, item_emb: np.ndarray) -> np.ndarray:
+        """Per training example (order of :func:`prefix_examples`), the index of its matched
+        preference (:func:`.benchmark.matched_preferences` among those at its target's step;
+        ``-1``: none), by the frozen embeddings ``pref_emb`` (rows of ``pref_texts``) and
+        ``item_emb``."""
         users, _, targets = prefix_examples(train, self.config.max_len)
         lengths = np.diff(train.sequences.indptr)
         pos = np.arange(lengths.sum()) - np.repeat(train.sequences.indptr[:-1], lengths)
         steps = pos[pos >= 1]  # the target's step, in prefix_examples' order
         lookup = {t: i for i, t in enumerate(self.pref_texts)}
         table = cast(PreferenceTable, self.preferences)
-        emb = torch.nn.functional.normalize(pref_emb, dim=1)
-        items = torch.nn.functional.normalize(item_emb, dim=1)
-        out = np.full((len(users), 1), -1, np.int64)
-        for row, (u, step, item) in enumerate(
-            zip(users.tolist(), steps.tolist(), targets.tolist(), strict=True)
-        ):
-            cands = [lookup[t] for t in table.at(u, step)]
-            if cands:
-                sims = emb[cands] @ items[item]
-                out[row, 0] = cands[int(sims.argmax())]
-        return out
+        matched = matched_preferences(
+            [table.at(u, s) for u, s in zip(users.tolist(), steps.tolist(), strict=True)],
+            targets,
+            item_emb,
+            lambda texts: pref_emb[[lookup[t] for t in texts]],
+        )
+        return np.array([[-1 if m is None else lookup[m]] for m in matched], np.int64)
+
+    def _contexts(
+        self, train: Dataset, valid: Dataset | None, item_emb: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(serving, validating)`` contexts ``(n_users, max_preferences)``.
+
+        Serving: every preference at the user's last known step, the last item of the history
+        scoring uses after ``fit`` (``train`` then ``valid``). Validating: for each user with a
+        validation item, the matched preference at that item's step (the window ends at it;
+        the user's first validation item when there are several), chosen as the benchmark
+        chooses it at the test step; nothing after that step is read, and users without a
+        validation item (not scored while validating) keep the serving context.
+        """
+        table = cast(PreferenceTable, self.preferences)
+        last = np.diff(train.sequences.indptr) - 1
+        users = np.flatnonzero(last >= 0)
+        serving = np.full((train.n_users, self.config.max_preferences), -1, np.int64)
+        serving[users] = self._index([table.at(u, int(last[u])) for u in users])
+        if valid is None or valid.n_interactions == 0:
+            return serving, serving.copy()
+        vusers = valid.active_users
+        own = train.with_interactions(np.isin(train.users, vusers))
+        known = merge_reviewed(own, valid)
+        seqs, order = known.sequences, known.order
+        lengths = np.diff(seqs.indptr)
+        pos = np.arange(len(order)) - np.repeat(seqs.indptr[:-1], lengths)
+        from_valid = order >= own.n_interactions
+        first = np.full(known.n_users, np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(first, known.users[order][from_valid], pos[from_valid])
+        step, end = first[vusers], lengths[vusers] - 1
+        at = user_preferences(
+            known,
+            self.generator,
+            window=self.config.preference_window,
+            last_n=int((end - step).max()) + 1,
+            cache_path=self.preference_cache,
+        )
+        matched = matched_preferences(
+            [at.at(u, s) for u, s in zip(vusers.tolist(), step.tolist(), strict=True)],
+            seqs.items[seqs.indptr[vusers] + step],
+            item_emb,
+            lambda texts: self.embed_preferences(texts).numpy(),
+        )
+        validating = serving.copy()
+        validating[vusers] = self._index([[] if m is None else [m] for m in matched])
+        serving[vusers] = self._index(
+            [at.at(u, e) for u, e in zip(vusers.tolist(), end.tolist(), strict=True)]
+        )
+        return serving, validating
 
     def _dims(self, train: Dataset) -> dict[str, int]:
         dims = super()._dims(train)
@@ -271,7 +321,8 @@ class Mender(TIGER):
 # ---------------------------------------------------------------------- Mender-Tok
 class MenderTokConfig(MenderConfig):
     """Mender-Tok options on top of Mender-Emb's. ``preference_model`` is still used, in
-    ``fit`` only, to match each training target to its preference (the paper's matching)."""
+    ``fit`` only, to match each training and validation target to its preference (the paper's
+    matching)."""
 
     preference_vocab_size: int = Field(8000, ge=len(TEXT_SPECIALS) + 1)
     preference_min_frequency: int = Field(1, ge=1)
