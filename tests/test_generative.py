@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_SEQ2SEQ
 
 from polyrec.data.split import leave_one_out
 from polyrec.data.synthetic import make_synthetic
@@ -49,22 +50,7 @@ from polyrec.models.generative.semantic_ids import (
 )
 from polyrec.models.generative.tiger import TIGER, prefix_examples
 
-TINY = {
-    "item_features": "vector:latent",
-    "semantic_ids": {"method": "rqkmeans", "rqkmeans": {"codebook_size": 4, "kmeans_iters": 5}},
-    "dim": 16,
-    "heads": 2,
-    "ffn_dim": 32,
-    "encoder_layers": 1,
-    "decoder_layers": 1,
-    "max_len": 5,
-    "n_user_tokens": 8,
-    "beams": 8,
-    "epochs": 3,
-    "batch_size": 64,
-    "lr": 0.01,
-    "progress": False,
-}
+TINY = {**TINY_SEQ2SEQ, "epochs": 3}
 
 
 @pytest.fixture(scope="module")

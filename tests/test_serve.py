@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 import torch
+from helpers import save_run
 
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
@@ -38,19 +38,6 @@ PG_URL = os.environ.get("POLYREC_TEST_POSTGRES_URL")
 
 
 # ---------------------------------------------------------------------- fixtures
-def _save_run(model: Recommender, ds, run: Path) -> Path:
-    model.save(run / "model")
-    assert ds.item_data is not None
-    pd.DataFrame(
-        {
-            "item": ds.item_ids.external,
-            "title": ds.item_data["title"].to_numpy(),
-            "category": ds.item_data["category"].to_numpy(),
-        }
-    ).to_parquet(run / "items.parquet", index=False)
-    return run
-
-
 @pytest.fixture(scope="module")
 def data():
     return make_synthetic(80, 50, 1200, seed=0)
@@ -59,12 +46,12 @@ def data():
 @pytest.fixture(scope="module")
 def bpr_run(data, tmp_path_factory) -> Path:
     model = BPRMF(factors=8, epochs=5, batch_size=256, lr=0.01).fit(data)
-    return _save_run(model, data, tmp_path_factory.mktemp("bpr"))
+    return save_run(model, data, tmp_path_factory.mktemp("bpr"))
 
 
 @pytest.fixture(scope="module")
 def ease_run(data, tmp_path_factory) -> Path:
-    return _save_run(EASE(l2=10.0).fit(data), data, tmp_path_factory.mktemp("ease"))
+    return save_run(EASE(l2=10.0).fit(data), data, tmp_path_factory.mktemp("ease"))
 
 
 @pytest.fixture(params=["sqlite"] + (["postgres"] if PG_URL else []))

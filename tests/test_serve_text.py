@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from helpers import TINY_SEQ2SEQ, TINY_UNIMP, save_run
 
 from polyrec.data.synthetic import make_synthetic
 from polyrec.models.base import Recommender
@@ -29,53 +29,8 @@ from polyrec.serve.service import ServeConfig  # noqa: E402
 torch.set_num_threads(1)
 KEY = "test-key-0123456789abcdef"
 AUTH = {"X-API-Key": KEY}
-MENDER = {
-    "item_features": "vector:latent",
-    "semantic_ids": {"method": "rqkmeans", "rqkmeans": {"codebook_size": 4, "kmeans_iters": 5}},
-    "dim": 16,
-    "heads": 2,
-    "ffn_dim": 32,
-    "encoder_layers": 1,
-    "decoder_layers": 1,
-    "max_len": 5,
-    "n_user_tokens": 8,
-    "beams": 8,
-    "epochs": 2,
-    "batch_size": 64,
-    "lr": 0.01,
-    "progress": False,
-}
-UNIMP = {
-    "item_features": "vector:latent",
-    "semantic_ids": {"method": "rqkmeans", "rqkmeans": {"levels": 2, "codebook_size": 6}},
-    "dim": 32,
-    "heads": 2,
-    "layers": 1,
-    "ffn_dim": 64,
-    "dropout": 0.0,
-    "max_len": 4,
-    "text_vocab_size": 200,
-    "max_review_tokens": 6,
-    "epochs": 1,
-    "steps_per_epoch": 4,
-    "batch_size": 16,
-    "early_stopping": None,
-    "progress": False,
-    "beams": 8,
-}
-
-
-def _save_run(model: Recommender, ds, run: Path) -> Path:
-    model.save(run / "model")
-    assert ds.item_data is not None
-    pd.DataFrame(
-        {
-            "item": ds.item_ids.external,
-            "title": ds.item_data["title"].to_numpy(),
-            "category": ds.item_data["category"].to_numpy(),
-        }
-    ).to_parquet(run / "items.parquet", index=False)
-    return run
+MENDER = {**TINY_SEQ2SEQ, "epochs": 2}
+UNIMP = {**TINY_UNIMP, "steps_per_epoch": 4}
 
 
 @pytest.fixture(scope="module")
@@ -89,18 +44,18 @@ def mender_run(data, tmp_path_factory) -> Path:
 
     encoder = tiny_sentence_model(tmp_path_factory.mktemp("encoder"))
     model = Mender({**MENDER, "preference_model": encoder}).fit(data)
-    return _save_run(model, data, tmp_path_factory.mktemp("mender"))
+    return save_run(model, data, tmp_path_factory.mktemp("mender"))
 
 
 @pytest.fixture(scope="module")
 def unimp_run(data, tmp_path_factory) -> Path:
-    return _save_run(UniMP(UNIMP).fit(data), data, tmp_path_factory.mktemp("unimp"))
+    return save_run(UniMP(UNIMP).fit(data), data, tmp_path_factory.mktemp("unimp"))
 
 
 @pytest.fixture(scope="module")
 def bpr_run(data, tmp_path_factory) -> Path:
     model = BPRMF(factors=8, epochs=3, batch_size=256, lr=0.01).fit(data)
-    return _save_run(model, data, tmp_path_factory.mktemp("bpr"))
+    return save_run(model, data, tmp_path_factory.mktemp("bpr"))
 
 
 @pytest.fixture

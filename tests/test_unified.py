@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_UNIMP
 
 from polyrec.data.interleaved import InterleavedLog, merge_datasets
 from polyrec.data.split import leave_one_out
@@ -18,25 +19,7 @@ from polyrec.models.unified.tokens import SPECIAL_ID, TASKS, HistorySerializer
 
 torch.set_num_threads(1)
 
-TINY = {
-    "item_features": "vector:latent",
-    "semantic_ids": {"method": "rqkmeans", "rqkmeans": {"levels": 2, "codebook_size": 6}},
-    "dim": 32,
-    "heads": 2,
-    "layers": 1,
-    "ffn_dim": 64,
-    "dropout": 0.0,
-    "max_len": 4,
-    "text_vocab_size": 200,
-    "max_review_tokens": 6,
-    "max_explanation_tokens": 10,
-    "epochs": 1,
-    "steps_per_epoch": 2,
-    "batch_size": 16,
-    "early_stopping": None,
-    "progress": False,
-    "beams": 8,
-}
+TINY = {**TINY_UNIMP, "max_explanation_tokens": 10, "steps_per_epoch": 2}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,60 @@
+"""Small pieces shared by the test modules: tiny model configs and a run-directory writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from polyrec.data.dataset import Dataset
+from polyrec.models.base import Recommender
+
+TINY_SEQ2SEQ = {
+    "item_features": "vector:latent",
+    "semantic_ids": {"method": "rqkmeans", "rqkmeans": {"codebook_size": 4, "kmeans_iters": 5}},
+    "dim": 16,
+    "heads": 2,
+    "ffn_dim": 32,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "max_len": 5,
+    "n_user_tokens": 8,
+    "beams": 8,
+    "batch_size": 64,
+    "lr": 0.01,
+    "progress": False,
+}
+"""A TIGER / Mender small enough for unit tests (add ``epochs``)."""
+
+TINY_UNIMP = {
+    "item_features": "vector:latent",
+    "semantic_ids": {"method": "rqkmeans", "rqkmeans": {"levels": 2, "codebook_size": 6}},
+    "dim": 32,
+    "heads": 2,
+    "layers": 1,
+    "ffn_dim": 64,
+    "dropout": 0.0,
+    "max_len": 4,
+    "text_vocab_size": 200,
+    "max_review_tokens": 6,
+    "epochs": 1,
+    "batch_size": 16,
+    "early_stopping": None,
+    "progress": False,
+    "beams": 8,
+}
+"""A UniMP small enough for unit tests (add ``steps_per_epoch``)."""
+
+
+def save_run(model: Recommender, ds: Dataset, run: Path) -> Path:
+    """``model`` saved as a run directory the service loads (model and item titles)."""
+    model.save(run / "model")
+    assert ds.item_data is not None
+    pd.DataFrame(
+        {
+            "item": ds.item_ids.external,
+            "title": ds.item_data["title"].to_numpy(),
+            "category": ds.item_data["category"].to_numpy(),
+        }
+    ).to_parquet(run / "items.parquet", index=False)
+    return run
