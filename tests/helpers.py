@@ -58,3 +58,30 @@ def save_run(model: Recommender, ds: Dataset, run: Path) -> Path:
         }
     ).to_parquet(run / "items.parquet", index=False)
     return run
+
+
+class ServeClients:
+    """Opens FastAPI test clients of the service, each on its own SQLite file under
+    ``tmp_path`` unless ``db`` is given, and closes them all in :meth:`close`."""
+
+    def __init__(self, tmp_path: Path, api_key: str) -> None:
+        self.tmp_path, self.api_key = tmp_path, api_key
+        self.clients: list = []
+
+    def __call__(self, runs: list[Path], *, db: str | None = None, unlearner=None, **options):
+        from fastapi.testclient import TestClient
+
+        from polyrec.serve.app import create_app
+        from polyrec.serve.service import ServeConfig
+
+        db = db or f"sqlite:///{self.tmp_path / f'serve{len(self.clients)}.db'}"
+        config = ServeConfig(runs=runs, db=db, api_keys=[self.api_key], **options)
+        client = TestClient(create_app(config, unlearner=unlearner))
+        client.__enter__()
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        """Shut every opened client down (lifespan exit: job threads, store)."""
+        for client in self.clients:
+            client.__exit__(None, None, None)

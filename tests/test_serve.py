@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
-from helpers import save_run
+from helpers import ServeClients, save_run
 
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
@@ -67,20 +67,10 @@ def db_url(request, tmp_path) -> Iterator[str]:
 
 
 @pytest.fixture
-def make_client(db_url, bpr_run):
-    clients = []
-
-    def make(runs=None, **options) -> TestClient:
-        unlearner = options.pop("unlearner", None)
-        config = ServeConfig(runs=runs or [bpr_run], db=db_url, api_keys=[KEY], **options)
-        client = TestClient(create_app(config, unlearner=unlearner))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+def make_client(db_url, bpr_run, tmp_path):
+    clients = ServeClients(tmp_path, KEY)
+    yield lambda runs=None, **options: clients(runs or [bpr_run], db=db_url, **options)
+    clients.close()
 
 
 @pytest.fixture

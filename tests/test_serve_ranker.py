@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import ServeClients
 
 from polyrec.data.ctr import BehaviorLog, CTRProtocol, build_ctr_samples
 from polyrec.data.synthetic import make_synthetic
@@ -20,10 +21,7 @@ from polyrec.models.ranking.base import ITEMS_FILE, CTRRanker, get_ranker_class
 
 pytest.importorskip("fastapi")
 pytest.importorskip("faiss")
-from fastapi.testclient import TestClient
 
-from polyrec.serve.app import create_app
-from polyrec.serve.service import ServeConfig
 
 torch.set_num_threads(1)
 KEY = "test-key-0123456789abcdef"
@@ -76,19 +74,9 @@ def ranker_run(request, log, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def make_client(tmp_path, bpr_run):
-    clients = []
-
-    def make(**options) -> TestClient:
-        db = f"sqlite:///{tmp_path / f'serve{len(clients)}.db'}"
-        config = ServeConfig(runs=[bpr_run], db=db, api_keys=[KEY], **options)
-        client = TestClient(create_app(config))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    clients = ServeClients(tmp_path, KEY)
+    yield lambda **options: clients([bpr_run], **options)
+    clients.close()
 
 
 def _items(body) -> list[str]:

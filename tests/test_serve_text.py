@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_SEQ2SEQ, TINY_UNIMP, save_run
+from helpers import TINY_SEQ2SEQ, TINY_UNIMP, ServeClients, save_run
 
 from polyrec.data.synthetic import make_synthetic
 from polyrec.models.base import Recommender
@@ -20,11 +20,8 @@ from polyrec.models.unified import UniMP
 fastapi = pytest.importorskip("fastapi")
 pytest.importorskip("faiss")
 pytest.importorskip("sentence_transformers")
-from fastapi.testclient import TestClient  # noqa: E402
 
-from polyrec.serve.app import create_app  # noqa: E402
 from polyrec.serve.retrieval import split_preferences  # noqa: E402
-from polyrec.serve.service import ServeConfig  # noqa: E402
 
 torch.set_num_threads(1)
 KEY = "test-key-0123456789abcdef"
@@ -60,18 +57,9 @@ def bpr_run(data, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def make_client(tmp_path):
-    clients = []
-
-    def make(runs, **options) -> TestClient:
-        db = f"sqlite:///{tmp_path / f'serve{len(clients)}.db'}"
-        client = TestClient(create_app(ServeConfig(runs=runs, db=db, api_keys=[KEY], **options)))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    clients = ServeClients(tmp_path, KEY)
+    yield clients
+    clients.close()
 
 
 def _items(body) -> list[str]:
