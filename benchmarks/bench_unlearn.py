@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import time
 
 import numpy as np
 import torch
-from mm_common import ROOT, dataset_with_text, model_options
+from mm_common import ROOT, add_unlearning_arguments, unlearning_setup
 
-from polyrec.data.split import ratio_split
 from polyrec.models.multimodal.freedom import FREEDOM
 from polyrec.record import now_utc, peak_rss_mb, versions
 from polyrec.unlearn import SISA, ForgetRequest, apply_request, unlearn
@@ -36,24 +34,15 @@ from polyrec.unlearn.mmrecun import USER_LR_SCALE
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--dataset", default="amazon-scientific")
-    parser.add_argument(
-        "--data-dir", default=os.environ.get("POLYREC_DATA_DIR", "/work/shared/data")
-    )
-    parser.add_argument("--epochs", type=int, default=30)
+    add_unlearning_arguments(parser)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--requests", default="interactions:0.05,users:0.01,items:0.01")
     parser.add_argument("--mmrecun-epochs", type=int, default=None, help="default: mmrecun's (4)")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--shards", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    opts, features = model_options(f"{args.dataset}/freedom.yaml")
-    opts.update(epochs=args.epochs, early_stopping=None, progress=False)
-    ds, feature_info = dataset_with_text(args.dataset, args.data_dir, features["text"])
-    split = ratio_split(ds, test=0.2, seed=0)
+    opts, feature_info, split, requests = unlearning_setup(args)
     train, test = split.train, split.test
-    requests = [(k, float(f)) for k, f in (r.split(":") for r in args.requests.split(","))]
     rows = []
     for seed in range(args.seeds):
         start = time.perf_counter()

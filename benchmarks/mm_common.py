@@ -3,6 +3,8 @@ MiniLM text features written in MMRec's layout and read back through polyrec.fea
 
 from __future__ import annotations
 
+import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ import numpy as np
 from polyrec.config import load_yaml
 from polyrec.data.dataset import Dataset
 from polyrec.data.registry import load_dataset
+from polyrec.data.split import Split, ratio_split
 from polyrec.features.matrix import attach_features, load_feature_matrices
 from polyrec.features.text import embed_item_texts
 
@@ -50,3 +53,29 @@ def dataset_with_text(name: str, data_dir: str, text: dict[str, Any]) -> tuple[D
         "feature_seconds": time.perf_counter() - start,
     }
     return attach_features(ds, feats), info
+
+
+def add_unlearning_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data and base-model options shared by bench_unlearn.py and tune_mmrecun.py."""
+    parser.add_argument("--dataset", default="amazon-scientific")
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("POLYREC_DATA_DIR", "/work/shared/data")
+    )
+    parser.add_argument("--epochs", type=int, default=30, help="epochs of the FREEDOM base model")
+    parser.add_argument(
+        "--requests",
+        default="interactions:0.05,users:0.01,items:0.01",
+        help="comma-separated kind:fraction forget requests",
+    )
+
+
+def unlearning_setup(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], dict[str, Any], Split, list[tuple[str, float]]]:
+    """FREEDOM's options (fixed epochs, no early stopping), the text-feature info, the per-user
+    80/20 split of the dataset with text features, and the parsed forget requests."""
+    opts, features = model_options(f"{args.dataset}/freedom.yaml")
+    opts.update(epochs=args.epochs, early_stopping=None, progress=False)
+    ds, feature_info = dataset_with_text(args.dataset, args.data_dir, features["text"])
+    requests = [(k, float(f)) for k, f in (r.split(":") for r in args.requests.split(","))]
+    return opts, feature_info, ratio_split(ds, test=0.2, seed=0), requests

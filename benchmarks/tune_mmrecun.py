@@ -17,13 +17,11 @@ import argparse
 import copy
 import itertools
 import json
-import os
 import time
 
 import torch
-from mm_common import ROOT, dataset_with_text, model_options
+from mm_common import ROOT, add_unlearning_arguments, unlearning_setup
 
-from polyrec.data.split import ratio_split
 from polyrec.models.multimodal.freedom import FREEDOM
 from polyrec.record import now_utc, versions
 from polyrec.unlearn import ForgetRequest, apply_request, unlearn
@@ -32,13 +30,8 @@ from polyrec.unlearn.evaluate import unlearning_report
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--dataset", default="amazon-scientific")
-    parser.add_argument(
-        "--data-dir", default=os.environ.get("POLYREC_DATA_DIR", "/work/shared/data")
-    )
-    parser.add_argument("--epochs", type=int, default=30)
+    add_unlearning_arguments(parser)
     parser.add_argument("--seed", type=int, default=100)
-    parser.add_argument("--requests", default="interactions:0.05,users:0.01,items:0.01")
     parser.add_argument("--alphas", default="0.5,0.8,0.95")
     parser.add_argument("--passes", default="5,20,50")
     parser.add_argument("--unlearn-epochs", default="3")
@@ -46,10 +39,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="recorded with the sweep (e.g. what changed)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    opts, features = model_options(f"{args.dataset}/freedom.yaml")
-    opts.update(epochs=args.epochs, early_stopping=None, progress=False)
-    ds, _ = dataset_with_text(args.dataset, args.data_dir, features["text"])
-    split = ratio_split(ds, test=0.2, seed=0)
+    opts, _, split, requests = unlearning_setup(args)
     train, test = split.train, split.test
     original = FREEDOM({**opts, "seed": args.seed}).fit(train)
     grid = list(
@@ -61,8 +51,8 @@ def main() -> None:
         )
     )
     rows = []
-    for kind, fraction in (r.split(":") for r in args.requests.split(",")):
-        request = ForgetRequest.sample(train, kind, float(fraction), seed=args.seed)
+    for kind, fraction in requests:
+        request = ForgetRequest.sample(train, kind, fraction, seed=args.seed)
         applied = apply_request(train, request)
         start = time.perf_counter()
         gold = unlearn(copy.deepcopy(original), train, request, "retrain")
@@ -70,7 +60,7 @@ def main() -> None:
             gold, applied, test, seconds=time.perf_counter() - start, seed=args.seed
         )
         print(f"{kind} {fraction}: gold forget R@20 {gold_rep['forget_recall@20']:.4f}", flush=True)
-        rows.append({"request": kind, "fraction": float(fraction), "method": "gold", **gold_rep})
+        rows.append({"request": kind, "fraction": fraction, "method": "gold", **gold_rep})
         for alpha, passes, epochs, lr in grid:
             work = copy.deepcopy(original)
             start = time.perf_counter()
@@ -96,7 +86,7 @@ def main() -> None:
             rows.append(
                 {
                     "request": kind,
-                    "fraction": float(fraction),
+                    "fraction": fraction,
                     "method": "mmrecun",
                     "alpha": alpha,
                     "forget_passes": passes,
