@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from polyrec.config import load_yaml
+from polyrec.data.interleaved import merge_datasets
 from polyrec.data.registry import load_dataset
 from polyrec.data.split import leave_one_out
 from polyrec.data.synthetic import make_synthetic
@@ -45,7 +46,7 @@ from polyrec.models.generative.benchmark import (
     rank_metrics,
 )
 from polyrec.models.generative.mender import Mender, MenderTok
-from polyrec.models.generative.preferences import merge_reviewed, user_preferences
+from polyrec.models.generative.preferences import user_preferences
 from polyrec.models.generative.semantic_ids import (
     SemanticIdConfig,
     build_semantic_ids,
@@ -199,7 +200,7 @@ def part_preferences(args: argparse.Namespace) -> dict[str, Any]:
         out["models"][name] = rec
     # benchmark on the test split: preferences at the test step (window ends at the test item),
     # written, embedded and matched as Mender does at its training and validation steps
-    full = merge_reviewed(split.train, split.valid, split.test)
+    full = merge_datasets(split.train, split.valid, split.test)
     mender = models["mender_emb"]
     assert isinstance(mender, Mender)
     mcfg = mender.config

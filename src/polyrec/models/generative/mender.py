@@ -31,7 +31,7 @@ any other preferences (the benchmark axes in :mod:`.benchmark`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, Final, cast
 
 import numpy as np
@@ -39,6 +39,7 @@ import torch
 from pydantic import Field
 
 from polyrec.data.dataset import Dataset
+from polyrec.data.interleaved import merge_datasets
 from polyrec.data.sequences import PAD
 from polyrec.errors import PolyrecError
 from polyrec.features.text import DEFAULT_MODEL, embed_item_texts
@@ -49,10 +50,8 @@ from polyrec.models.generative.preferences import (
     ExtractiveGenerator,
     PreferenceGenerator,
     PreferenceTable,
-    merge_reviewed,
     user_preferences,
 )
-from polyrec.models.generative.semantic_ids import SemanticIdMap
 from polyrec.models.generative.tiger import TIGER, TIGERConfig, _Seq2Seq, prefix_examples
 from polyrec.models.sequential import init_weights
 from polyrec.models.unified.tokens import TextTokenizer
@@ -201,7 +200,7 @@ class Mender(TIGER):
             return serving, serving.copy()
         vusers = valid.active_users
         own = train.with_interactions(np.isin(train.users, vusers))
-        known = merge_reviewed(own, valid)
+        known = merge_datasets(own, valid)
         seqs, order = known.sequences, known.order
         lengths = np.diff(seqs.indptr)
         pos = np.arange(len(order)) - np.repeat(seqs.indptr[:-1], lengths)
@@ -234,21 +233,8 @@ class Mender(TIGER):
         dims["pref_dim"] = self._pref_dim()
         return dims
 
-    def _batches(
-        self, train: Dataset, rng: np.random.Generator
-    ) -> Iterator[dict[str, torch.Tensor]]:
-        users, hist, targets = prefix_examples(train, self.config.max_len)
-        order = rng.permutation(len(users))
-        id_map = cast(SemanticIdMap, self.id_map)
-        for start in range(0, len(order), self.config.batch_size):
-            idx = order[start : start + self.config.batch_size]
-            width = max(int((hist[idx] != PAD).sum(1).max(initial=0)), 1)
-            batch = {
-                "tokens": self._encoder_tokens(hist[idx, -width:], users[idx]),
-                "codes": torch.from_numpy(id_map.ids_of(targets[idx])),
-            }
-            batch.update(self._prefix(self.pref_rows, self._train_prefs[idx]))
-            yield batch
+    def _example_context(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        return self._prefix(self.pref_rows, self._train_prefs[idx])
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.train_module(

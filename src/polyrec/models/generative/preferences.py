@@ -431,35 +431,6 @@ def item_reviews(ds: Dataset) -> list[ItemReview]:
     ]
 
 
-def merge_reviewed(*datasets: Dataset) -> Dataset:
-    """The union of the interactions of parts of one split (e.g. ``train, valid``) with their
-    ratings and ``interaction_data`` (review text) kept, which
-    :func:`polyrec.data.sequences.merge_interactions` drops; a part without them drops them
-    for all. Interactions keep the argument order (time order where there are timestamps)."""
-    import pandas as pd
-
-    if not datasets:
-        raise PolyrecError("merge_reviewed needs at least one dataset")
-    first = datasets[0]
-    for ds in datasets[1:]:
-        if ds.item_ids != first.item_ids or ds.user_ids != first.user_ids:
-            raise PolyrecError("datasets to merge must share id maps (parts of one split)")
-
-    def joined(arrays: list[Any]) -> Any:
-        return None if any(a is None for a in arrays) else np.concatenate(arrays)
-
-    frames = [ds.interaction_data for ds in datasets]
-    return first.with_interactions(
-        users=np.concatenate([ds.users for ds in datasets]),
-        items=np.concatenate([ds.items for ds in datasets]),
-        timestamps=joined([ds.timestamps for ds in datasets]),
-        ratings=joined([ds.ratings for ds in datasets]),
-        interaction_data=None
-        if any(f is None for f in frames)
-        else pd.concat(frames, ignore_index=True),
-    )
-
-
 def user_preferences(
     ds: Dataset,
     generator: PreferenceGenerator,

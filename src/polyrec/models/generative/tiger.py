@@ -391,7 +391,13 @@ class TIGER(SequentialRecommender):
             yield {
                 "tokens": self._encoder_tokens(_trim(hist[idx]), users[idx]),
                 "codes": torch.from_numpy(id_map.ids_of(targets[idx])),
+                **self._example_context(idx),
             }
+
+    def _example_context(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """Extra encoder context of the training examples ``idx`` (rows of
+        :func:`prefix_examples`); TIGER has none, Mender adds the matched preferences."""
+        return {}
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.train_module(batch["tokens"], batch["codes"])
