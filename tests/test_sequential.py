@@ -25,7 +25,12 @@ from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
 from polyrec.eval import evaluate
 from polyrec.models.classic.pop import Pop
-from polyrec.models.sequential import SequentialRecommender, attention_mask
+from polyrec.models.sequential import (
+    SequentialRecommender,
+    attention_mask,
+    item_scores,
+    sampled_softmax_loss,
+)
 from polyrec.models.sequential.bert4rec import BERT4Rec, cloze
 from polyrec.models.sequential.gru4rec import GRU4Rec
 from polyrec.models.sequential.hstu import HSTU, HSTULayer, hstu_attention, time_buckets
@@ -35,9 +40,11 @@ SMALL: dict[str, Any] = {"max_len": 8, "dim": 16, "progress": False, "dropout": 
 MODELS: dict[str, tuple[type[SequentialRecommender], dict[str, Any]]] = {
     "sasrec": (SASRec, {}),
     "sasrec-bce": (SASRec, {"loss": "bce"}),
+    "sasrec-sampled": (SASRec, {"loss": "sampled_softmax", "negatives": 16}),
     "bert4rec": (BERT4Rec, {}),
     "gru4rec": (GRU4Rec, {"hidden": 32}),
     "hstu": (HSTU, {"qk_dim": 8, "v_dim": 8}),
+    "hstu-sampled": (HSTU, {"qk_dim": 8, "v_dim": 8, "loss": "sampled_softmax", "negatives": 16}),
 }
 CAUSAL = ["sasrec", "gru4rec", "hstu"]
 
@@ -202,22 +209,35 @@ def test_padding_never_attends(name: str, toy: Split) -> None:
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_padding_never_scores(name: str, toy: Split) -> None:
-    """Scores cover the catalogue only (no padding or mask column); the loss sees exactly the
-    non-padding targets."""
+    """Scores cover the catalogue only (no padding or mask column); padding inputs have padding
+    targets; the loss of a training batch is finite."""
     model = build(name, toy)
     batch = next(model._batches(toy.train, np.random.default_rng(0)))
-    targets = batch["targets"]
-    assert (targets[batch["inputs" if "inputs" in batch else "tokens"] == PAD] == PAD).all()
+    tokens, targets = batch.get("inputs", batch.get("tokens")), batch["targets"]
+    assert (targets[tokens == PAD] == PAD).all()
+    if "negatives" in batch and batch["negatives"].shape != tokens.shape:  # sampled softmax
+        assert len(batch["negatives"]) == int((targets != PAD).sum())
     with torch.no_grad():
-        out = model._loss(batch)
-        args = [batch.get("inputs", batch.get("tokens")), targets]
-        if "negatives" in batch:
-            args.append(batch["negatives"])
-        scored = model.module(*args)
-    assert torch.isfinite(out)
-    n_targets = int((targets != PAD).sum())
-    expected = (2, n_targets) if "negatives" in batch else (n_targets, toy.train.n_items)
-    assert tuple(scored.shape) == expected
+        loss = model._loss(batch)
+        scores = model.module.scores(encode(model, tokens))
+    assert torch.isfinite(loss)
+    assert tuple(scores.shape) == (*tokens.shape, toy.train.n_items)
+
+
+def test_sampled_softmax_hand_computed() -> None:
+    """Cosine logits over the temperature, the positive at index 0, a negative equal to the
+    positive ignored; scoring by cosine ranks as the loss does."""
+    table = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])  # tokens 1, 2, 3
+    states = torch.tensor([[1.0, 0.0], [0.0, 5.0]])
+    targets = torch.tensor([1, 2])
+    negatives = torch.tensor([[2, 3], [2, 1]])  # row 1 drew its own positive: ignored
+    loss = sampled_softmax_loss(states, table, targets, negatives, temperature=0.5)
+    c = 2**-0.5  # cosine with item 3
+    row0 = -torch.log_softmax(torch.tensor([1.0, 0.0, c]) / 0.5, 0)[0]
+    row1 = -torch.log_softmax(torch.tensor([1.0, 0.0]) / 0.5, 0)[0]
+    torch.testing.assert_close(loss, (row0 + row1) / 2)
+    cos = item_scores(states, table, cosine=True)
+    torch.testing.assert_close(cos, torch.tensor([[1.0, 0.0, c], [0.0, 1.0, c]]))
 
 
 def test_bert4rec_masking_rate() -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -46,6 +46,24 @@ class SequentialConfig(TorchConfig):
     mask_history: bool = False
     batch_size: int = Field(128, ge=1)
     epochs: int = Field(200, ge=1)
+
+
+class NextItemHeadConfig(SequentialConfig):
+    """Options of the models that predict the next item at every position (SASRec, HSTU).
+
+    ``loss``: ``ce`` is softmax cross-entropy over all items; ``sampled_softmax`` is the loss of
+    the HSTU reference code (Zhai et al. 2024, after Zhai et al., "Revisiting Neural Retrieval on
+    Accelerators", KDD 2023): states and item embeddings L2-normalised, logits = cosine /
+    ``temperature``, the positive against ``negatives`` items drawn uniformly for each position
+    (a draw equal to the positive is ignored). Models trained with it also score by cosine.
+    """
+
+    loss: Literal["ce", "sampled_softmax"] = "ce"
+    negatives: int = Field(128, ge=1)
+    temperature: float = Field(0.05, gt=0)
+
+
+_L2_EPS = 1e-6  # the reference code's l2_norm_eps
 
 
 class SequentialRecommender(TorchRecommender):
@@ -182,6 +200,45 @@ class SelfAttention(torch.nn.Module):
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
         return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+
+def item_scores(states: torch.Tensor, items: torch.Tensor, *, cosine: bool) -> torch.Tensor:
+    """Scores ``(..., n_items)`` of every item (rows of ``items``) for each state: dot products,
+    or cosines when ``cosine``."""
+    if cosine:
+        states, items = (
+            F.normalize(states, dim=-1, eps=_L2_EPS),
+            F.normalize(items, dim=-1, eps=_L2_EPS),
+        )
+    return states @ items.T
+
+
+def sampled_softmax_loss(
+    states: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Mean sampled-softmax loss of states ``(N, dim)`` for target tokens ``(N,)`` against
+    negative tokens ``(N, m)``; ``items`` is the ``(n_items, dim)`` table (token ``i`` is row
+    ``i - 1``). See :class:`NextItemHeadConfig`.
+
+    The logits are picked out of the full ``(N, n_items)`` cosine matrix: one matrix product is
+    cheaper than gathering ``N x m`` embedding rows (and scattering their gradients) while the
+    catalogue is not much larger than ``m x dim`` items."""
+    cosines = item_scores(states, items, cosine=True)
+    pos = cosines.gather(1, targets[:, None] - 1)
+    neg = cosines.gather(1, negatives - 1).masked_fill(negatives == targets[:, None], -torch.inf)
+    logits = torch.cat([pos, neg], dim=1) / temperature
+    return -F.log_softmax(logits, dim=1)[:, 0].mean()
+
+
+def uniform_negatives(
+    targets: np.ndarray, n_items: int, m: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``m`` item tokens drawn uniformly for each non-padding target token: ``(N, m)``."""
+    return rng.integers(1, n_items + 1, size=(int((targets != PAD).sum()), m))
 
 
 def init_weights(module: torch.nn.Module, std: float = 0.02) -> None:

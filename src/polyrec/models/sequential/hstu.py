@@ -19,8 +19,10 @@ Each layer, on the normalised input ``X`` (``(B, n, dim)``):
 reference code's log buckets; gaps measured from the query's own event, which keeps the model
 causal). Inputs are ``sqrt(dim)``-scaled item embeddings plus learned positions (dropout);
 outputs pass a final layer norm and score items with the input embeddings, the same head as
-:mod:`polyrec.models.sequential.sasrec`, so that the two compare block for block. Trained with
-softmax cross-entropy over all items at every position. :func:`hstu_attention` is the
+:mod:`polyrec.models.sequential.sasrec`, so that the two compare block for block. Trained at
+every position with softmax cross-entropy over all items (``ce``) or the reference code's sampled
+softmax over cosine logits (``sampled_softmax``, see
+:class:`~polyrec.models.sequential.NextItemHeadConfig`). :func:`hstu_attention` is the
 plain-PyTorch form of the attention (the reference code also has Triton kernels).
 """
 
@@ -39,17 +41,20 @@ from polyrec.data.dataset import Dataset
 from polyrec.data.sequences import PAD, iter_batches, next_item_examples
 from polyrec.models.base import ModelConfig
 from polyrec.models.sequential import (
-    SequentialConfig,
+    NextItemHeadConfig,
     SequentialRecommender,
     attention_mask,
     init_weights,
+    item_scores,
     positions,
+    sampled_softmax_loss,
+    uniform_negatives,
 )
 
 _LOG_BASE = 0.301  # time gaps are bucketed by log(gap) / 0.301, i.e. about log2 steps
 
 
-class HSTUConfig(SequentialConfig):
+class HSTUConfig(NextItemHeadConfig):
     """HSTU options (on top of the sequential and training options); ``time_buckets`` only
     matters when the training data has timestamps."""
 
@@ -137,6 +142,7 @@ class _HSTU(torch.nn.Module):
     def __init__(self, n_items: int, cfg: HSTUConfig, with_time: bool) -> None:
         super().__init__()
         self.max_len, self.scale = cfg.max_len, math.sqrt(cfg.dim)
+        self.loss, self.temperature = cfg.loss, cfg.temperature
         self.n_buckets = cfg.time_buckets if with_time else None
         self.item = torch.nn.Embedding(n_items + 1, cfg.dim, padding_idx=PAD)
         self.position = torch.nn.Embedding(cfg.max_len, cfg.dim)
@@ -158,17 +164,28 @@ class _HSTU(torch.nn.Module):
         return self.norm(x)
 
     def scores(self, states: torch.Tensor) -> torch.Tensor:
-        return states @ self.item.weight[1:].T
+        """Scores ``(..., n_items)`` of every item."""
+        return item_scores(states, self.item.weight[1:], cosine=self.loss == "sampled_softmax")
 
     def forward(
-        self, inputs: torch.Tensor, targets: torch.Tensor, times: torch.Tensor | None = None
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        times: torch.Tensor | None = None,
+        negatives: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Scores ``(N, n_items)`` at the N non-padding targets."""
-        return self.scores(self.encode(inputs, times)[targets != PAD])
+        """Mean loss over the non-padding targets (``negatives``: ``(N, m)`` tokens, one row
+        per non-padding target, for ``sampled_softmax``)."""
+        keep = targets != PAD
+        states, kept = self.encode(inputs, times)[keep], targets[keep]
+        if self.loss == "ce":
+            return F.cross_entropy(self.scores(states), kept - 1)
+        assert negatives is not None
+        return sampled_softmax_loss(states, self.item.weight[1:], kept, negatives, self.temperature)
 
 
 class HSTU(SequentialRecommender):
-    """HSTU encoder with softmax cross-entropy over all items."""
+    """HSTU encoder trained for the next item at every position."""
 
     name = "hstu"
     Config: ClassVar[type[ModelConfig]] = HSTUConfig
@@ -181,15 +198,20 @@ class HSTU(SequentialRecommender):
     def _batches(
         self, train: Dataset, rng: np.random.Generator
     ) -> Iterator[dict[str, torch.Tensor]]:
-        examples = next_item_examples(train, self.config.max_len, times=self._with_time())
+        cfg = self.config
+        examples = next_item_examples(train, cfg.max_len, times=self._with_time())
         examples.pop("users")
-        for b in iter_batches(examples, self.config.batch_size, rng):
-            yield {key: torch.from_numpy(val) for key, val in b.items()}
+        for b in iter_batches(examples, cfg.batch_size, rng):
+            batch = {key: torch.from_numpy(val) for key, val in b.items()}
+            if cfg.loss == "sampled_softmax":
+                negatives = uniform_negatives(b["targets"], train.n_items, cfg.negatives, rng)
+                batch["negatives"] = torch.from_numpy(negatives)
+            yield batch
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        targets = batch["targets"]
-        scores = self.train_module(batch["inputs"], targets, batch.get("times"))
-        return F.cross_entropy(scores, targets[targets != PAD] - 1)
+        return self.train_module(
+            batch["inputs"], batch["targets"], batch.get("times"), batch.get("negatives")
+        )
 
     def _next_item_scores(self, items: torch.Tensor, times: torch.Tensor | None) -> torch.Tensor:
         net = cast(_HSTU, self.module)

@@ -15,7 +15,10 @@ Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018 (Section I
   ``j`` drawn uniformly among items outside the user's training history;
   ``ce``: softmax cross-entropy over all items, ``-log softmax(r_{., t})_{o_t}``, the loss of
   the recent full-ranking results (e.g. Klenitskiy & Vasilev, "Turning Dross Into Gold Loss:
-  is BERT4Rec really better than SASRec?", RecSys 2023).
+  is BERT4Rec really better than SASRec?", RecSys 2023);
+  ``sampled_softmax``: the HSTU reference code's SASRec baseline (cosine logits over
+  ``temperature``, ``negatives`` uniform items per position; see
+  :class:`~polyrec.models.sequential.NextItemHeadConfig`), scored by cosine.
 """
 
 from __future__ import annotations
@@ -33,22 +36,25 @@ from polyrec.data.sampling import UniformNegativeSampler
 from polyrec.data.sequences import PAD, iter_batches, next_item_examples
 from polyrec.models.base import ModelConfig
 from polyrec.models.sequential import (
+    NextItemHeadConfig,
     SelfAttention,
-    SequentialConfig,
     SequentialRecommender,
     attention_mask,
     init_weights,
+    item_scores,
     positions,
+    sampled_softmax_loss,
+    uniform_negatives,
 )
 
 
-class SASRecConfig(SequentialConfig):
+class SASRecConfig(NextItemHeadConfig):
     """SASRec options (on top of the sequential and training options)."""
 
     blocks: int = Field(2, ge=1)
     heads: int = Field(1, ge=1)
     attention_dropout: float = Field(0.0, ge=0, lt=1)
-    loss: Literal["ce", "bce"] = "ce"
+    loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
 
 
 class _Block(torch.nn.Module):
@@ -77,7 +83,7 @@ class _SASRec(torch.nn.Module):
 
     def __init__(self, n_items: int, cfg: SASRecConfig) -> None:
         super().__init__()
-        self.max_len = cfg.max_len
+        self.max_len, self.loss, self.temperature = cfg.max_len, cfg.loss, cfg.temperature
         self.item = torch.nn.Embedding(n_items + 1, cfg.dim, padding_idx=PAD)
         self.position = torch.nn.Embedding(cfg.max_len, cfg.dim)
         self.dropout = torch.nn.Dropout(cfg.dropout)
@@ -99,20 +105,25 @@ class _SASRec(torch.nn.Module):
 
     def scores(self, states: torch.Tensor) -> torch.Tensor:
         """``r_{i,t}`` for all items: ``(..., n_items)``."""
-        return states @ self.item.weight[1:].T
+        return item_scores(states, self.item.weight[1:], cosine=self.loss == "sampled_softmax")
 
     def forward(
         self, inputs: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Full scores ``(N, n_items)`` at the N non-padding targets, or (with ``negatives``)
-        the positive and negative scores ``(2, N)``."""
+        """Mean loss over the non-padding targets; ``negatives`` are ``(B, L)`` tokens for
+        ``bce``, ``(N, m)`` tokens (one row per non-padding target) for ``sampled_softmax``."""
         keep = targets != PAD
-        states = self.encode(inputs)[keep]
-        if negatives is None:
-            return self.scores(states)
-        pos = (states * self.item(targets[keep])).sum(-1)
+        states, kept = self.encode(inputs)[keep], targets[keep]
+        if self.loss == "ce":
+            return F.cross_entropy(self.scores(states), kept - 1)
+        assert negatives is not None
+        if self.loss == "sampled_softmax":
+            return sampled_softmax_loss(
+                states, self.item.weight[1:], kept, negatives, self.temperature
+            )
+        pos = (states * self.item(kept)).sum(-1)
         neg = (states * self.item(negatives[keep])).sum(-1)
-        return torch.stack([pos, neg])
+        return (F.softplus(-pos) + F.softplus(neg)).mean()
 
 
 class SASRec(SequentialRecommender):
@@ -128,9 +139,10 @@ class SASRec(SequentialRecommender):
     def _batches(
         self, train: Dataset, rng: np.random.Generator
     ) -> Iterator[dict[str, torch.Tensor]]:
-        examples = next_item_examples(train, self.config.max_len)
-        sampler = UniformNegativeSampler(train.binary_csr) if self.config.loss == "bce" else None
-        for b in iter_batches(examples, self.config.batch_size, rng):
+        cfg = self.config
+        examples = next_item_examples(train, cfg.max_len)
+        sampler = UniformNegativeSampler(train.binary_csr) if cfg.loss == "bce" else None
+        for b in iter_batches(examples, cfg.batch_size, rng):
             batch = {
                 "inputs": torch.from_numpy(b["inputs"]),
                 "targets": torch.from_numpy(b["targets"]),
@@ -139,15 +151,13 @@ class SASRec(SequentialRecommender):
                 users = np.repeat(b["users"], b["inputs"].shape[1])
                 negatives = sampler.sample(users, rng=rng).reshape(b["inputs"].shape) + 1
                 batch["negatives"] = torch.from_numpy(negatives)
+            elif cfg.loss == "sampled_softmax":
+                negatives = uniform_negatives(b["targets"], train.n_items, cfg.negatives, rng)
+                batch["negatives"] = torch.from_numpy(negatives)
             yield batch
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        targets = batch["targets"]
-        if self.config.loss == "ce":
-            scores = self.train_module(batch["inputs"], targets)
-            return F.cross_entropy(scores, targets[targets != PAD] - 1)
-        pos, neg = self.train_module(batch["inputs"], targets, batch["negatives"])
-        return (F.softplus(-pos) + F.softplus(neg)).mean()
+        return self.train_module(batch["inputs"], batch["targets"], batch.get("negatives"))
 
     def _next_item_scores(self, items: torch.Tensor, times: torch.Tensor | None) -> torch.Tensor:
         net = cast(_SASRec, self.module)
