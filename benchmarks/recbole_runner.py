@@ -1,9 +1,15 @@
 """Run one RecBole 1.2.1 model on a pre-split dataset and print one JSON line of timings/metrics.
 
 Runs INSIDE ``benchmarks/.recbole-venv`` (see ``make_recbole_venv.sh``); ``bench_vs_recbole.py``
-calls it as a subprocess. It reads the atomic files ``<data-dir>/<dataset>/<dataset>.{train,
-valid,test}.inter`` (columns ``user_id:token item_id:token``) written by the driver, and uses
-them as given through RecBole's ``benchmark_filename`` (no filtering, no re-splitting).
+and ``bench_seq_vs_recbole.py`` call it as a subprocess. General models read the atomic files
+``<data-dir>/<dataset>/<dataset>.{train,valid,test}.inter`` (columns ``user_id:token
+item_id:token``) written by the driver, used as given through RecBole's ``benchmark_filename``
+(no filtering, no re-splitting). Sequential models (SASRec, BERT4Rec) read
+``<dataset>.inter`` with a ``timestamp:float`` column that orders each user's items, and split
+it with RecBole's own leave-one-out (``LS: valid_and_test``, time order), which the driver has
+checked to be polyrec's; they validate every epoch (NDCG@10, early stopping after
+``--patience`` epochs without improvement), stop at the next epoch once ``--minutes`` of
+training have passed, and are tested with the best validated weights.
 
 What is timed (``time.perf_counter``, wall clock):
 
@@ -42,7 +48,12 @@ from recbole.config import Config  # noqa: E402
 from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole.utils import get_model, get_trainer, init_logger, init_seed  # noqa: E402
 
-MODELS = ("BPR", "Pop", "ItemKNN", "EASE")
+MODELS = ("BPR", "Pop", "ItemKNN", "EASE", "SASRec", "BERT4Rec")
+SEQUENTIAL = ("SASRec", "BERT4Rec")
+
+
+class Budget(Exception):
+    """Raised at the start of an epoch once the training time budget is spent."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +72,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shrink", type=float, default=0.0, help="ItemKNN shrink")
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--threads", type=int, default=0, help="torch + BLAS threads (0: default)")
+    seq = p.add_argument_group("sequential models (hidden size = --embedding-size)")
+    seq.add_argument("--max-seq-length", type=int, default=50)
+    seq.add_argument("--n-layers", type=int, default=2)
+    seq.add_argument("--n-heads", type=int, default=2)
+    seq.add_argument("--inner-size", type=int, default=256, help="feed-forward width")
+    seq.add_argument("--hidden-act", default="gelu")
+    seq.add_argument("--hidden-dropout", type=float, default=0.5)
+    seq.add_argument("--attn-dropout", type=float, default=0.5)
+    seq.add_argument("--mask-ratio", type=float, default=0.2, help="BERT4Rec")
+    seq.add_argument("--patience", type=int, default=10, help="epochs without improvement")
+    seq.add_argument("--minutes", type=float, default=0.0, help="training budget (0: none)")
     return p.parse_args(argv)
 
 
@@ -101,6 +123,35 @@ def build_config(args: argparse.Namespace, workdir: str) -> Config:
         "eval_step": args.epochs + 1,
         "stopping_step": args.epochs + 1,
     }
+    if args.model in SEQUENTIAL:
+        for key in ("benchmark_filename", "embedding_size", "reg_weight", "k", "shrink"):
+            del config_dict[key]
+        config_dict.update(
+            {
+                "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+                "eval_args": {
+                    "split": {"LS": "valid_and_test"},
+                    "group_by": "user",
+                    "order": "TO",
+                    "mode": "full",
+                },
+                "train_neg_sample_args": None,
+                "loss_type": "CE",
+                "MAX_ITEM_LIST_LENGTH": args.max_seq_length,
+                "hidden_size": args.embedding_size,
+                "n_layers": args.n_layers,
+                "n_heads": args.n_heads,
+                "inner_size": args.inner_size,
+                "hidden_act": args.hidden_act,
+                "hidden_dropout_prob": args.hidden_dropout,
+                "attn_dropout_prob": args.attn_dropout,
+                "mask_ratio": args.mask_ratio,
+                "metrics": ["Hit", "NDCG", "Recall"],
+                "valid_metric": "NDCG@10",
+                "eval_step": 1,
+                "stopping_step": args.patience,
+            }
+        )
     return Config(model=args.model, dataset=args.dataset, config_dict=config_dict)
 
 
@@ -127,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     # score eval_batch_users users per evaluation batch (RecBole counts user x item rows)
     config["eval_batch_size"] = args.eval_batch_users * dataset.item_num
     t0 = time.perf_counter()
-    train_data, _valid_data, test_data = data_preparation(config, dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
     prepare_seconds = time.perf_counter() - t0
     # the test loader alone (its per-user positive/history sets), built once more to time it
     t0 = time.perf_counter()
@@ -142,7 +193,12 @@ def main(argv: list[str] | None = None) -> dict:
     losses: list[float] = []
     train_epoch = trainer._train_epoch
 
+    sequential = args.model in SEQUENTIAL
+    budget_end = t_fit + args.minutes * 60 if args.minutes else float("inf")
+
     def timed_epoch(*a, **kw):
+        if time.perf_counter() > budget_end:
+            raise Budget
         s = time.perf_counter()
         loss = train_epoch(*a, **kw)
         epoch_seconds.append(time.perf_counter() - s)
@@ -150,11 +206,36 @@ def main(argv: list[str] | None = None) -> dict:
         return loss
 
     trainer._train_epoch = timed_epoch
-    trainer.fit(train_data, None, verbose=False, saved=False, show_progress=False)
+    valid_curve: list[float] = []
+    if sequential:  # validate every epoch, keep the best weights
+        valid_epoch = trainer._valid_epoch
+
+        def recorded_valid(*a, **kw):
+            score, result = valid_epoch(*a, **kw)
+            valid_curve.append(float(score))
+            return score, result
+
+        trainer._valid_epoch = recorded_valid
+    stop = "epochs"
+    try:
+        trainer.fit(
+            train_data,
+            valid_data if sequential else None,
+            verbose=False,
+            saved=sequential,
+            show_progress=False,
+        )
+    except Budget:
+        stop = "budget"
     fit_seconds = time.perf_counter() - t_fit
 
     t0 = time.perf_counter()
-    result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    result = trainer.evaluate(
+        test_data,
+        load_best_model=sequential,
+        model_file=trainer.saved_model_file if sequential else None,
+        show_progress=False,
+    )
     eval_seconds = time.perf_counter() - t0
 
     import recbole
@@ -166,7 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
         "n_users": int(dataset.user_num - 1),  # RecBole reserves id 0 for padding
         "n_items": int(dataset.item_num - 1),
         "n_train": len(train_data._dataset),
-        "n_test_users": len(test_data.uid_list),
+        # a sequential test loader holds one row per test user (no uid_list)
+        "n_test_users": len(test_data.uid_list) if not sequential else test_data.sample_size,
         "config": {
             k: getattr(args, k)
             for k in (
@@ -180,6 +262,16 @@ def main(argv: list[str] | None = None) -> dict:
                 "knn_k",
                 "shrink",
                 "seed",
+                "max_seq_length",
+                "n_layers",
+                "n_heads",
+                "inner_size",
+                "hidden_act",
+                "hidden_dropout",
+                "attn_dropout",
+                "mask_ratio",
+                "patience",
+                "minutes",
             )
         },
         "metrics": {k.lower(): float(v) for k, v in result.items()},
@@ -192,6 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
             "eval_seconds": eval_seconds,
         },
         "train_loss": losses,
+        "valid_ndcg@10": valid_curve,
+        "stopped_by": stop,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "versions": {
             "recbole": recbole.__version__,
