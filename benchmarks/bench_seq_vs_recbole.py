@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from bench_vs_recbole import RECBOLE_PYTHON, RESULTS, RUNNER, WORK, environment
+from bench_vs_recbole import RECBOLE_PYTHON, RESULTS, RUNNER, WORK, call_runner, environment
 
 from polyrec.data.sequences import merge_interactions
 from polyrec.data.split import Split
@@ -151,14 +150,8 @@ def run_recbole(
         "--minutes": minutes,
     }
     cmd = [str(RECBOLE_PYTHON), str(RUNNER)] + [str(x) for kv in args.items() for x in kv]
-    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"RecBole run failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
-    out = json.loads(lines[-1])
+    out = call_runner(cmd)
     out["metrics"] = {k.replace("hit@", "hr@"): v for k, v in out["metrics"].items()}
-    out["command"] = cmd
     return out
 
 

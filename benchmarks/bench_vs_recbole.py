@@ -209,6 +209,11 @@ def run_recbole(
         "--threads",
         str(threads),
     ]
+    return call_runner(cmd)
+
+
+def call_runner(cmd: list[str]) -> dict[str, Any]:
+    """Run a ``recbole_runner.py`` command line; its last JSON line, with the command added."""
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
