@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from polyrec.config import load_yaml
-from polyrec.data.interleaved import merge_datasets
 from polyrec.data.registry import load_dataset
+from polyrec.data.sequences import merge_interactions
 from polyrec.data.split import leave_one_out
 from polyrec.data.synthetic import make_synthetic
 from polyrec.eval import evaluate
@@ -200,7 +200,7 @@ def part_preferences(args: argparse.Namespace) -> dict[str, Any]:
         out["models"][name] = rec
     # benchmark on the test split: preferences at the test step (window ends at the test item),
     # written, embedded and matched as Mender does at its training and validation steps
-    full = merge_datasets(split.train, split.valid, split.test)
+    full = merge_interactions(split.train, split.valid, split.test)
     mender = models["mender_emb"]
     assert isinstance(mender, Mender)
     mcfg = mender.config

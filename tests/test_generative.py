@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import TINY_SEQ2SEQ
 
-from polyrec.data.interleaved import merge_datasets
+from polyrec.data.sequences import merge_interactions
 from polyrec.data.split import leave_one_out
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
@@ -468,7 +468,7 @@ def _at_validation_step(split) -> tuple[np.ndarray, list[list[str]]]:
     """Validation users and the preferences the generator writes at their validation step
     (the window ends at the validation item), computed the way the benchmark does at the test
     step."""
-    known = merge_datasets(split.train, split.valid)
+    known = merge_interactions(split.train, split.valid)
     table = user_preferences(known, ExtractiveGenerator(), window=5, last_n=1)
     users = split.valid.users
     steps = np.diff(known.sequences.indptr)[users] - 1

@@ -7,7 +7,8 @@ import pytest
 import torch
 from helpers import TINY_UNIMP
 
-from polyrec.data.interleaved import InterleavedLog, merge_datasets
+from polyrec.data.interleaved import InterleavedLog
+from polyrec.data.sequences import merge_interactions
 from polyrec.data.split import leave_one_out
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
@@ -44,7 +45,7 @@ def test_event_log_records_round_trip(data):
     assert back.reviews.tolist() == log.reviews.tolist()
     first = log.events(0)[0]
     assert first.rating in {1.0, 2.0, 3.0, 4.0, 5.0} and first.review
-    merged = InterleavedLog.from_dataset(merge_datasets(split.train, split.valid, split.test))
+    merged = InterleavedLog.from_dataset(merge_interactions(split.train, split.valid, split.test))
     assert merged.to_records() == log.to_records()
 
 

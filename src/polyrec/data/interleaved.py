@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from polyrec.data.dataset import Dataset
 from polyrec.errors import PolyrecError
@@ -168,41 +167,3 @@ def _text_or_none(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
-
-
-def merge_datasets(*datasets: Dataset) -> Dataset:
-    """The union of datasets sharing id maps (e.g. ``train, valid``), keeping ratings and
-    review text when every part has them (unlike
-    :func:`polyrec.data.sequences.merge_interactions`, which keeps only items and times).
-    Per-user order follows the timestamps, ties and missing timestamps by argument order."""
-    if not datasets:
-        raise PolyrecError("merge_datasets needs at least one dataset")
-    first = datasets[0]
-    if len(datasets) == 1:
-        return first
-    for ds in datasets[1:]:
-        if ds.item_ids != first.item_ids or ds.user_ids != first.user_ids:
-            raise PolyrecError("datasets to merge must share id maps (parts of one split)")
-
-    def joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
-        return None if any(a is None for a in arrays) else np.concatenate(arrays)  # type: ignore[arg-type]
-
-    interaction_data = None
-    if all(has_reviews(ds) for ds in datasets):
-        interaction_data = pd.concat(
-            [ds.interaction_data[[REVIEW_FIELD]] for ds in datasets],  # type: ignore[index]
-            ignore_index=True,
-        )
-    return Dataset(
-        users=np.concatenate([ds.users for ds in datasets]),
-        items=np.concatenate([ds.items for ds in datasets]),
-        timestamps=joined([ds.timestamps for ds in datasets]),
-        ratings=joined([ds.ratings for ds in datasets]),
-        user_ids=first.user_ids,
-        item_ids=first.item_ids,
-        item_data=first.item_data,
-        user_data=first.user_data,
-        item_vectors=first.item_vectors,
-        interaction_data=interaction_data,
-        name=first.name,
-    )

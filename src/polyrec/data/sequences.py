@@ -17,9 +17,10 @@ integer arrays built from it with numpy, never with a Python loop per user or it
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
+import pandas as pd
 
 from polyrec.data.dataset import Dataset
 from polyrec.errors import PolyrecError
@@ -30,8 +31,10 @@ PAD: Final = 0
 def merge_interactions(*datasets: Dataset) -> Dataset:
     """The union of the interactions of datasets sharing id maps (e.g. ``train, valid``).
 
-    Per-user time order comes from the timestamps when all parts have them, otherwise from the
-    argument order (interactions of a later dataset follow those of an earlier one).
+    Timestamps, ratings and per-interaction data (e.g. review text) are kept when every part
+    has them (the per-interaction data: the columns all parts share). Per-user time order comes
+    from the timestamps, ties and missing timestamps by argument order (interactions of a later
+    dataset follow those of an earlier one).
     """
     if not datasets:
         raise PolyrecError("merge_interactions needs at least one dataset")
@@ -41,11 +44,24 @@ def merge_interactions(*datasets: Dataset) -> Dataset:
     for ds in datasets[1:]:
         if ds.item_ids != first.item_ids or ds.user_ids != first.user_ids:
             raise PolyrecError("datasets to merge must share id maps (parts of one split)")
-    stamps = [ds.timestamps for ds in datasets if ds.timestamps is not None]
+
+    def joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+        if any(a is None for a in arrays):
+            return None
+        return np.concatenate(cast(list[np.ndarray], arrays))
+
+    frames = [ds.interaction_data for ds in datasets]
+    interaction_data = None
+    if all(f is not None for f in frames):
+        shared = [c for c in frames[0].columns if all(c in f.columns for f in frames)]  # type: ignore[union-attr]
+        if shared:
+            interaction_data = pd.concat([f[shared] for f in frames], ignore_index=True)  # type: ignore[index]
     return first.with_interactions(
         users=np.concatenate([ds.users for ds in datasets]),
         items=np.concatenate([ds.items for ds in datasets]),
-        timestamps=np.concatenate(stamps) if len(stamps) == len(datasets) else None,
+        timestamps=joined([ds.timestamps for ds in datasets]),
+        ratings=joined([ds.ratings for ds in datasets]),
+        interaction_data=interaction_data,
     )
 
 

@@ -39,8 +39,7 @@ import torch
 from pydantic import Field
 
 from polyrec.data.dataset import Dataset
-from polyrec.data.interleaved import merge_datasets
-from polyrec.data.sequences import PAD
+from polyrec.data.sequences import PAD, merge_interactions
 from polyrec.errors import PolyrecError
 from polyrec.features.text import DEFAULT_MODEL, embed_item_texts
 from polyrec.models.base import ModelConfig
@@ -200,7 +199,7 @@ class Mender(TIGER):
             return serving, serving.copy()
         vusers = valid.active_users
         own = train.with_interactions(np.isin(train.users, vusers))
-        known = merge_datasets(own, valid)
+        known = merge_interactions(own, valid)
         seqs, order = known.sequences, known.order
         lengths = np.diff(seqs.indptr)
         pos = np.arange(len(order)) - np.repeat(seqs.indptr[:-1], lengths)

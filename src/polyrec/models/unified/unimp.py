@@ -49,9 +49,8 @@ from polyrec.data.interleaved import (
     InterleavedLog,
     has_reviews,
     item_categories,
-    merge_datasets,
 )
-from polyrec.data.sequences import PAD
+from polyrec.data.sequences import PAD, merge_interactions
 from polyrec.errors import PolyrecError
 from polyrec.features.text import DEFAULT_FIELDS, DEFAULT_MODEL
 from polyrec.models.base import ModelConfig
@@ -449,7 +448,7 @@ class UniMP(SequentialRecommender):
     def set_histories(self, *datasets: Dataset) -> None:
         """Each user's history (item tokens and interleaved events) from ``datasets``."""
         super().set_histories(*datasets)
-        merged = merge_datasets(*datasets)
+        merged = merge_interactions(*datasets)
         log = InterleavedLog.from_dataset(merged)
         events = cast(HistorySerializer, self.serializer).events(log)
         rows, feats = [], []
