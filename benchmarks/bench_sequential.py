@@ -151,7 +151,8 @@ def measure(model: SequentialRecommender, split: Split, n_batches: int) -> dict[
 
 class _EpochTracker:
     """An epoch callback: records the epoch and scores the weights on test when validation
-    improved (so ``test_at_best_valid`` is what a finished run would report)."""
+    (every ``eval_every`` epochs) improved, so ``test_at_best_valid`` is what a finished run
+    would report."""
 
     def __init__(
         self,
@@ -170,9 +171,9 @@ class _EpochTracker:
         value = entry.get("valid", {}).get(self.metric)
         if value is not None:
             row[f"valid_{self.metric}"] = value
-        if value is None or value > self.best:
+        if value is not None and value > self.best:
             # the weights the trainer keeps (best validation so far): score them on test
-            self.best = -np.inf if value is None else value
+            self.best = value
             split = self.split
             self.model.set_histories(*[p for p in (split.train, split.valid) if p is not None])
             row["test"] = _test(self.model, split, exclude=[])

@@ -392,6 +392,11 @@ def main(argv: list[str] | None = None) -> None:
             "results": [],
         }
         out_path = RESULTS / f"vs_recbole_{name}.json"
+        # models not re-run keep their stored results (each result says when it was measured)
+        if out_path.exists():
+            stored = json.loads(out_path.read_text())
+            if stored.get("protocol") == record["protocol"]:
+                record["results"] = [r for r in stored["results"] if r["model"] not in args.models]
         for model in args.models:
             if (name, model) in SKIP:
                 print(f"{name:8s} {model:8s} skipped: {SKIP[(name, model)]}")
@@ -427,8 +432,10 @@ def main(argv: list[str] | None = None) -> None:
                     "polyrec": {"summary": summ_ours, "runs": ours},
                     "recbole": {"summary": summ_theirs, "runs": theirs},
                     "comparison": comparison,
+                    "measured": {"date": env["date"], "load_average": list(os.getloadavg())},
                 }
             )
+            record["results"].sort(key=lambda r: MODELS.index(r["model"]))
             print_row(name, model, summ_ours, summ_theirs, comparison)
             out_path.write_text(json.dumps(record, indent=2, default=float))
         print(f"wrote {out_path}")
