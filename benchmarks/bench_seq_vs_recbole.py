@@ -16,13 +16,15 @@ Same settings in both (from ``configs/<dataset>/<model>.yaml``, the model struct
 as the two implementations allow): ``max_len`` items, hidden size, blocks, heads, hidden
 dropout, no attention dropout, Adam with the same learning rate, full softmax cross-entropy,
 validation NDCG@10 every epoch with the same patience, the best validated weights tested, and
-the same training time budget (``--minutes``). SASRec's feed-forward width is polyrec's
-(``dim``, ReLU, as in the SASRec paper; RecBole's default is 4x with GELU); BERT4Rec's is
-BERT's (``4 * dim``, GELU) in both. The two differ in what one epoch is: polyrec trains each
-user's last ``max_len`` items once per epoch (every position predicts its next item; BERT4Rec
-masks ``mask_prob`` of them), RecBole turns every prefix of every history into its own
-example. Batches are matched by next-item targets: RecBole's batch holds as many prefixes
-as polyrec's ``batch_size`` users have training targets on average.
+the same budget of training-epoch seconds (``--minutes``; validation not counted). SASRec's
+feed-forward width is polyrec's (``dim``, ReLU, as in the SASRec paper; RecBole's default is 4x
+with GELU); BERT4Rec's is BERT's (``4 * dim``, GELU) in both, and RecBole's BERT4Rec gets
+``ft_ratio = 0`` (cloze examples only, as in the paper). Early stopping: RecBole counts a
+tie with the best validation as an improvement, polyrec does not. The two differ in what one
+epoch is: polyrec trains each user's last ``max_len`` items once per epoch (every position
+predicts its next item; BERT4Rec masks ``mask_prob`` of them), RecBole turns every prefix of
+every history into its own example. Batches are matched by next-item targets: RecBole's batch
+holds as many prefixes as polyrec's ``batch_size`` users have training targets on average.
 
 Writes ``benchmarks/results/seq_vs_recbole_<dataset>_<model>.json``: both records, the median
 epoch seconds and their ratio (target: polyrec >= 3x faster), epochs run, test HR / NDCG /
@@ -55,6 +57,7 @@ HERE = Path(__file__).resolve().parent
 MODELS = {"sasrec": "SASRec", "bert4rec": "BERT4Rec"}
 # shared settings on top of configs/<dataset>/<model>.yaml
 SHARED = {"dim": 64, "heads": 2, "blocks": 2, "attention_dropout": 0.0, "lr": 1e-3}
+LOSS = {"sasrec": {"loss": "ce"}, "bert4rec": {}}  # RecBole's CE: full softmax
 KS = (10, 20)
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
 TARGET_SPEEDUP = 3.0
@@ -67,10 +70,16 @@ def export_sequences(split: Split, token: str) -> Path:
     seqs = merge_interactions(*parts).sequences
     users = np.repeat(np.arange(len(seqs.lengths)), seqs.lengths)
     rank = np.arange(len(seqs.items)) - np.repeat(seqs.indptr[:-1], seqs.lengths)
-    test = split.test
-    last = seqs.indptr[1:][test.users] - 1
-    if not np.array_equal(seqs.items[last], test.items):
-        raise SystemExit("the merged histories do not end with the test items")
+    # RecBole splits its prefix examples, not items: a user with 3 items would lose the
+    # validation item to training there
+    if (seqs.lengths == 3).any():
+        raise SystemExit("users with exactly 3 items are split differently by RecBole")
+    ends = seqs.indptr[1:]
+    for part, offset in ((split.test, 1), (split.valid, 2)):
+        if part is not None and not np.array_equal(
+            seqs.items[ends[part.users] - offset], part.items
+        ):
+            raise SystemExit("the merged histories do not end with the valid and test items")
     ids = split.train
     frame = pd.DataFrame(
         {
@@ -89,7 +98,8 @@ def run_polyrec(model_name: str, dataset: str, minutes: float) -> tuple[dict[str
     """Train with the dataset's config + ``SHARED`` under the time budget; test at the best
     validation epoch."""
     config = HERE.parent / "configs" / dataset / f"{model_name}.yaml"
-    spec = resolve_config(model_name, dataset, config_path=config, overrides=dict(SHARED))
+    overrides = {**SHARED, **LOSS[model_name]}
+    spec = resolve_config(model_name, dataset, config_path=config, overrides=overrides)
     split = prepare_data(spec).split
     model = get_model_class(model_name)(spec.model_config, max_seconds=minutes * 60)
     valid_curve: list[float] = []
@@ -146,7 +156,7 @@ def run_recbole(
         "--hidden-dropout": cfg["dropout"],
         "--attn-dropout": cfg["attention_dropout"],
         "--mask-ratio": cfg.get("mask_prob", 0.2),
-        "--patience": cfg["patience"],
+        "--patience": cfg["patience"] - 1,  # RecBole stops after more than stopping_step
         "--minutes": minutes,
     }
     cmd = [str(RECBOLE_PYTHON), str(RUNNER)] + [str(x) for kv in args.items() for x in kv]

@@ -435,7 +435,9 @@ def main(argv: list[str] | None = None) -> None:
                     "measured": {"date": env["date"], "load_average": list(os.getloadavg())},
                 }
             )
-            record["results"].sort(key=lambda r: MODELS.index(r["model"]))
+            record["results"].sort(
+                key=lambda r: MODELS.index(r["model"]) if r["model"] in MODELS else len(MODELS)
+            )
             print_row(name, model, summ_ours, summ_theirs, comparison)
             out_path.write_text(json.dumps(record, indent=2, default=float))
         print(f"wrote {out_path}")

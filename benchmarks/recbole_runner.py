@@ -7,9 +7,11 @@ item_id:token``) written by the driver, used as given through RecBole's ``benchm
 (no filtering, no re-splitting). Sequential models (SASRec, BERT4Rec) read
 ``<dataset>.inter`` with a ``timestamp:float`` column that orders each user's items, and split
 it with RecBole's own leave-one-out (``LS: valid_and_test``, time order), which the driver has
-checked to be polyrec's; they validate every epoch (NDCG@10, early stopping after
-``--patience`` epochs without improvement), stop at the next epoch once ``--minutes`` of
-training have passed, and are tested with the best validated weights.
+checked to be polyrec's; they validate every epoch (NDCG@10; RecBole stops after more than
+``--patience`` validations without reaching the best, a tie counting as reaching it), stop
+at the next epoch once ``--minutes`` of training epochs have run, and are tested with the best
+validated weights. BERT4Rec's ``ft_ratio`` (RecBole's extra examples that mask only the last
+item) is 0: cloze examples only.
 
 What is timed (``time.perf_counter``, wall clock):
 
@@ -146,6 +148,7 @@ def build_config(args: argparse.Namespace, workdir: str) -> Config:
                 "hidden_dropout_prob": args.hidden_dropout,
                 "attn_dropout_prob": args.attn_dropout,
                 "mask_ratio": args.mask_ratio,
+                "ft_ratio": 0.0,  # BERT4Rec: cloze examples only, as in the paper and polyrec
                 "metrics": ["Hit", "NDCG", "Recall"],
                 "valid_metric": "NDCG@10",
                 "eval_step": 1,
@@ -194,10 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
     train_epoch = trainer._train_epoch
 
     sequential = args.model in SEQUENTIAL
-    budget_end = t_fit + args.minutes * 60 if args.minutes else float("inf")
+    budget = args.minutes * 60 if args.minutes else float("inf")
 
     def timed_epoch(*a, **kw):
-        if time.perf_counter() > budget_end:
+        if sum(epoch_seconds) > budget:  # training seconds, as polyrec's max_seconds
             raise Budget
         s = time.perf_counter()
         loss = train_epoch(*a, **kw)

@@ -240,6 +240,22 @@ def test_sampled_softmax_hand_computed() -> None:
     torch.testing.assert_close(cos, torch.tensor([[1.0, 0.0, c], [0.0, 1.0, c]]))
 
 
+@pytest.mark.parametrize("n_items", [6, 50])  # <= m x dim: full cosine matrix; > : gathered rows
+def test_sampled_softmax_against_a_loop(n_items: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    states, table = torch.randn(5, 4, generator=gen), torch.randn(n_items, 4, generator=gen)
+    targets = torch.randint(1, n_items + 1, (5,), generator=gen)
+    negatives = torch.randint(1, n_items + 1, (5, 3), generator=gen)
+    negatives[0, 1] = targets[0]
+    expected = []
+    for s, t, negs in zip(states, targets, negatives, strict=True):
+        cos = [torch.cosine_similarity(s, table[t - 1], dim=0)]
+        cos += [torch.cosine_similarity(s, table[j - 1], dim=0) for j in negs if j != t]
+        expected.append(-torch.log_softmax(torch.stack(cos) / 0.1, 0)[0])
+    loss = sampled_softmax_loss(states, table, targets, negatives, temperature=0.1)
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+
+
 def test_bert4rec_masking_rate() -> None:
     rng = np.random.default_rng(0)
     items = rng.integers(1, 50, size=(400, 100))

@@ -63,7 +63,7 @@ class NextItemHeadConfig(SequentialConfig):
     temperature: float = Field(0.05, gt=0)
 
 
-_L2_EPS = 1e-6  # the reference code's l2_norm_eps
+L2_EPS = 1e-6  # the reference code's l2_norm_eps
 
 
 class SequentialRecommender(TorchRecommender):
@@ -207,8 +207,8 @@ def item_scores(states: torch.Tensor, items: torch.Tensor, *, cosine: bool) -> t
     or cosines when ``cosine``."""
     if cosine:
         states, items = (
-            F.normalize(states, dim=-1, eps=_L2_EPS),
-            F.normalize(items, dim=-1, eps=_L2_EPS),
+            F.normalize(states, dim=-1, eps=L2_EPS),
+            F.normalize(items, dim=-1, eps=L2_EPS),
         )
     return states @ items.T
 
@@ -224,12 +224,19 @@ def sampled_softmax_loss(
     negative tokens ``(N, m)``; ``items`` is the ``(n_items, dim)`` table (token ``i`` is row
     ``i - 1``). See :class:`NextItemHeadConfig`.
 
-    The logits are picked out of the full ``(N, n_items)`` cosine matrix: one matrix product is
-    cheaper than gathering ``N x m`` embedding rows (and scattering their gradients) while the
-    catalogue is not much larger than ``m x dim`` items."""
-    cosines = item_scores(states, items, cosine=True)
-    pos = cosines.gather(1, targets[:, None] - 1)
-    neg = cosines.gather(1, negatives - 1).masked_fill(negatives == targets[:, None], -torch.inf)
+    While the catalogue has at most ``m x dim`` items the logits are picked out of the full
+    ``(N, n_items)`` cosine matrix (one matrix product is cheaper than gathering ``N x m``
+    embedding rows and scattering their gradients); larger catalogues gather the rows."""
+    if len(items) <= negatives.shape[1] * states.shape[1]:
+        cosines = item_scores(states, items, cosine=True)
+        pos = cosines.gather(1, targets[:, None] - 1)
+        neg = cosines.gather(1, negatives - 1)
+    else:
+        user = F.normalize(states, dim=-1, eps=L2_EPS)
+        pos = (user * F.normalize(items[targets - 1], dim=-1, eps=L2_EPS)).sum(-1, keepdim=True)
+        sampled = F.normalize(items[negatives - 1], dim=-1, eps=L2_EPS)
+        neg = torch.bmm(sampled, user[:, :, None])[..., 0]
+    neg = neg.masked_fill(negatives == targets[:, None], -torch.inf)
     logits = torch.cat([pos, neg], dim=1) / temperature
     return -F.log_softmax(logits, dim=1)[:, 0].mean()
 

@@ -41,6 +41,7 @@ from polyrec.data.dataset import Dataset
 from polyrec.data.sequences import PAD, iter_batches, next_item_examples
 from polyrec.models.base import ModelConfig
 from polyrec.models.sequential import (
+    L2_EPS,
     NextItemHeadConfig,
     SequentialRecommender,
     attention_mask,
@@ -218,4 +219,10 @@ class HSTU(SequentialRecommender):
         return net.scores(net.encode(items, times)[:, -1])
 
     def _item_embeddings(self) -> torch.Tensor:
-        return cast(_HSTU, self.module).item.weight[1:].detach().cpu()
+        """The vectors scores are inner products with (unit length for a cosine model)."""
+        table = cast(_HSTU, self.module).item.weight[1:].detach().cpu()
+        return (
+            F.normalize(table, dim=-1, eps=L2_EPS)
+            if self.config.loss == "sampled_softmax"
+            else table
+        )

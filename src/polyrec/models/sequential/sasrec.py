@@ -36,6 +36,7 @@ from polyrec.data.sampling import UniformNegativeSampler
 from polyrec.data.sequences import PAD, iter_batches, next_item_examples
 from polyrec.models.base import ModelConfig
 from polyrec.models.sequential import (
+    L2_EPS,
     NextItemHeadConfig,
     SelfAttention,
     SequentialRecommender,
@@ -164,4 +165,10 @@ class SASRec(SequentialRecommender):
         return net.scores(net.encode(items)[:, -1])
 
     def _item_embeddings(self) -> torch.Tensor:
-        return cast(_SASRec, self.module).item.weight[1:].detach().cpu()
+        """The vectors scores are inner products with (unit length for a cosine model)."""
+        table = cast(_SASRec, self.module).item.weight[1:].detach().cpu()
+        return (
+            F.normalize(table, dim=-1, eps=L2_EPS)
+            if self.config.loss == "sampled_softmax"
+            else table
+        )
