@@ -195,7 +195,7 @@ def _summarise(result: dict[str, Any]) -> None:
     epochs = result["epochs"]
     if not epochs:
         return
-    key = next((k for k in epochs[0] if k.startswith("valid_")), None)
+    key = next((k for e in epochs for k in e if k.startswith("valid_")), None)
     if key is not None:
         best = max(epochs, key=lambda e: e.get(key, -np.inf))  # first of equal values
         result["best_valid_epoch_so_far"] = best["epoch"]

@@ -13,7 +13,8 @@ Result files understood (others, e.g. timing-only benchmarks, are skipped and na
 - a suite summary written by ``polyrec bench`` (``"benchmark": "suite"``, ``runs: [{label,
   record}]``);
 - a sequential benchmark in progress (``"benchmark": "sequential"``, ``test_at_best_valid``),
-  shown with its status.
+  shown with its status; a finished one also under the history-masked protocol
+  (``test_history_masked``).
 
 For every (dataset, model label, protocol) the newest file wins; its seeds are summarised as
 mean ± std. A published value from benchmarks/published.yaml is shown beside ours only when it
@@ -110,7 +111,15 @@ def _entries_of(data: Mapping[str, Any], name: str) -> list[Entry]:
         if "exclude" in proto:
             protocol["history_masked"] = not str(proto["exclude"]).startswith("none")
         status = str(data.get("status", "unknown"))
-        return [Entry(data["dataset"], data["model"], protocol, record, name, "", status)]
+        entries = [Entry(data["dataset"], data["model"], protocol, record, name, "", status)]
+        masked = data.get("test_history_masked")
+        if isinstance(masked, dict):  # the finished run's weights, history items masked
+            record = {**record, "metrics": {"test": masked}}
+            protocol = {**protocol, "history_masked": True}
+            entries.append(
+                Entry(data["dataset"], data["model"], protocol, record, name, "", status)
+            )
+        return entries
     metrics = data.get("metrics")
     if (
         {"model", "dataset", "protocol"} <= set(data)
