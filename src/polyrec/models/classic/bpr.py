@@ -102,20 +102,25 @@ class _MF(torch.nn.Module):
             torch.nn.init.normal_(table.weight, std=std)
 
     def forward(
-        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg: float
-    ) -> torch.Tensor:
-        """Mean ``-ln sigma(x_ui - x_uj)`` plus the L2 term of the batch's embeddings."""
-        return _BPRLoss.apply(self.user.weight, self.item.weight, users, pos, neg, reg)
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg: float | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """With ``reg``: the training loss, mean ``-ln sigma(x_ui - x_uj)`` plus the L2 term
+        (closed-form kernel). Without: ``x_ui``, ``x_uj`` (B,) and the squared L2 norm of the
+        batch's embeddings, the triple scores every BPR-trained model gives (unlearning uses
+        them)."""
+        if reg is not None:
+            return _BPRLoss.apply(self.user.weight, self.item.weight, users, pos, neg, reg)
+        u, i, j = self.user(users), self.item(pos), self.item(neg)
+        sq_norm = u.square().sum() + i.square().sum() + j.square().sum()
+        return (u * i).sum(-1), (u * j).sum(-1), sq_norm
 
 
 def bpr_loss_reference(
     mf: _MF, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg: float
 ) -> torch.Tensor:
     """:class:`_BPRLoss` in plain autograd (the reference the tests compare it with)."""
-    u, i, j = mf.user(users), mf.item(pos), mf.item(neg)
-    sq_norm = u.square().sum() + i.square().sum() + j.square().sum()
-    x = (u * i).sum(-1) - (u * j).sum(-1)
-    return F.softplus(-x).mean() + reg * 0.5 * sq_norm / len(x)
+    x_ui, x_uj, sq_norm = mf(users, pos, neg)
+    return F.softplus(x_uj - x_ui).mean() + reg * 0.5 * sq_norm / len(x_ui)
 
 
 class BPRMF(TorchRecommender):
