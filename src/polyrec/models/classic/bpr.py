@@ -91,7 +91,8 @@ class _BPRLoss(torch.autograd.Function):
 
 
 class _MF(torch.nn.Module):
-    """User and item embedding tables; ``forward`` gives the training loss of a batch."""
+    """User and item embedding tables; ``forward`` gives a batch's triple scores or, with
+    ``reg``, its training loss."""
 
     def __init__(self, n_users: int, n_items: int, factors: int, init_std: float | None) -> None:
         super().__init__()

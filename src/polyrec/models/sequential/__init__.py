@@ -202,15 +202,32 @@ class SelfAttention(torch.nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, n, d))
 
 
+def item_vectors(items: torch.Tensor, *, cosine: bool) -> torch.Tensor:
+    """The item rows that scores are inner products with: unit length for a cosine model."""
+    return F.normalize(items, dim=-1, eps=L2_EPS) if cosine else items
+
+
 def item_scores(states: torch.Tensor, items: torch.Tensor, *, cosine: bool) -> torch.Tensor:
     """Scores ``(..., n_items)`` of every item (rows of ``items``) for each state: dot products,
     or cosines when ``cosine``."""
-    if cosine:
-        states, items = (
-            F.normalize(states, dim=-1, eps=L2_EPS),
-            F.normalize(items, dim=-1, eps=L2_EPS),
-        )
-    return states @ items.T
+    return item_vectors(states, cosine=cosine) @ item_vectors(items, cosine=cosine).T
+
+
+def next_item_loss(
+    states: torch.Tensor,
+    targets: torch.Tensor,
+    items: torch.Tensor,
+    *,
+    loss: str,
+    temperature: float,
+    negatives: torch.Tensor | None,
+) -> torch.Tensor:
+    """Mean ``ce`` or ``sampled_softmax`` loss (:class:`NextItemHeadConfig`) of states
+    ``(N, dim)`` for target tokens ``(N,)``; ``items`` is the ``(n_items, dim)`` table."""
+    if loss == "ce":
+        return F.cross_entropy(states @ items.T, targets - 1)
+    assert negatives is not None
+    return sampled_softmax_loss(states, items, targets, negatives, temperature)
 
 
 def sampled_softmax_loss(
@@ -232,9 +249,9 @@ def sampled_softmax_loss(
         pos = cosines.gather(1, targets[:, None] - 1)
         neg = cosines.gather(1, negatives - 1)
     else:
-        user = F.normalize(states, dim=-1, eps=L2_EPS)
-        pos = (user * F.normalize(items[targets - 1], dim=-1, eps=L2_EPS)).sum(-1, keepdim=True)
-        sampled = F.normalize(items[negatives - 1], dim=-1, eps=L2_EPS)
+        user = item_vectors(states, cosine=True)
+        pos = (user * item_vectors(items[targets - 1], cosine=True)).sum(-1, keepdim=True)
+        sampled = item_vectors(items[negatives - 1], cosine=True)
         neg = torch.bmm(sampled, user[:, :, None])[..., 0]
     neg = neg.masked_fill(negatives == targets[:, None], -torch.inf)
     logits = torch.cat([pos, neg], dim=1) / temperature

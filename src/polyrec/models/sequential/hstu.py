@@ -41,14 +41,14 @@ from polyrec.data.dataset import Dataset
 from polyrec.data.sequences import PAD, iter_batches, next_item_examples
 from polyrec.models.base import ModelConfig
 from polyrec.models.sequential import (
-    L2_EPS,
     NextItemHeadConfig,
     SequentialRecommender,
     attention_mask,
     init_weights,
     item_scores,
+    item_vectors,
+    next_item_loss,
     positions,
-    sampled_softmax_loss,
     uniform_negatives,
 )
 
@@ -178,11 +178,14 @@ class _HSTU(torch.nn.Module):
         """Mean loss over the non-padding targets (``negatives``: ``(N, m)`` tokens, one row
         per non-padding target, for ``sampled_softmax``)."""
         keep = targets != PAD
-        states, kept = self.encode(inputs, times)[keep], targets[keep]
-        if self.loss == "ce":
-            return F.cross_entropy(self.scores(states), kept - 1)
-        assert negatives is not None
-        return sampled_softmax_loss(states, self.item.weight[1:], kept, negatives, self.temperature)
+        return next_item_loss(
+            self.encode(inputs, times)[keep],
+            targets[keep],
+            self.item.weight[1:],
+            loss=self.loss,
+            temperature=self.temperature,
+            negatives=negatives,
+        )
 
 
 class HSTU(SequentialRecommender):
@@ -221,8 +224,4 @@ class HSTU(SequentialRecommender):
     def _item_embeddings(self) -> torch.Tensor:
         """The vectors scores are inner products with (unit length for a cosine model)."""
         table = cast(_HSTU, self.module).item.weight[1:].detach().cpu()
-        return (
-            F.normalize(table, dim=-1, eps=L2_EPS)
-            if self.config.loss == "sampled_softmax"
-            else table
-        )
+        return item_vectors(table, cosine=self.config.loss == "sampled_softmax")

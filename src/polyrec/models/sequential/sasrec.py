@@ -36,15 +36,15 @@ from polyrec.data.sampling import UniformNegativeSampler
 from polyrec.data.sequences import PAD, iter_batches, next_item_examples
 from polyrec.models.base import ModelConfig
 from polyrec.models.sequential import (
-    L2_EPS,
     NextItemHeadConfig,
     SelfAttention,
     SequentialRecommender,
     attention_mask,
     init_weights,
     item_scores,
+    item_vectors,
+    next_item_loss,
     positions,
-    sampled_softmax_loss,
     uniform_negatives,
 )
 
@@ -115,13 +115,16 @@ class _SASRec(torch.nn.Module):
         ``bce``, ``(N, m)`` tokens (one row per non-padding target) for ``sampled_softmax``."""
         keep = targets != PAD
         states, kept = self.encode(inputs)[keep], targets[keep]
-        if self.loss == "ce":
-            return F.cross_entropy(self.scores(states), kept - 1)
-        assert negatives is not None
-        if self.loss == "sampled_softmax":
-            return sampled_softmax_loss(
-                states, self.item.weight[1:], kept, negatives, self.temperature
+        if self.loss != "bce":
+            return next_item_loss(
+                states,
+                kept,
+                self.item.weight[1:],
+                loss=self.loss,
+                temperature=self.temperature,
+                negatives=negatives,
             )
+        assert negatives is not None
         pos = (states * self.item(kept)).sum(-1)
         neg = (states * self.item(negatives[keep])).sum(-1)
         return (F.softplus(-pos) + F.softplus(neg)).mean()
@@ -167,8 +170,4 @@ class SASRec(SequentialRecommender):
     def _item_embeddings(self) -> torch.Tensor:
         """The vectors scores are inner products with (unit length for a cosine model)."""
         table = cast(_SASRec, self.module).item.weight[1:].detach().cpu()
-        return (
-            F.normalize(table, dim=-1, eps=L2_EPS)
-            if self.config.loss == "sampled_softmax"
-            else table
-        )
+        return item_vectors(table, cosine=self.config.loss == "sampled_softmax")
