@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from polyrec import ranking
 from polyrec.data.dataset import Dataset, IdMap
 from polyrec.errors import PolyrecError
 from polyrec.eval import SampledSpec, evaluate
@@ -267,3 +268,19 @@ def test_negatives_avoid_history_and_are_reproducible():
         _sample_negatives(np.array([0]), np.array([1]), full, full, pop)
     with pytest.raises(PolyrecError, match="strategy"):
         SampledSpec(strategy="zipf")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("numpy_blas", [True, False])
+def test_inner_products_agree_on_both_blas_paths(monkeypatch, numpy_blas):
+    monkeypatch.setattr(ranking, "numpy_blas_is_faster", lambda: numpy_blas)
+    gen = torch.Generator().manual_seed(0)
+    queries, items = torch.randn(2, 5, 8, generator=gen), torch.randn(11, 8, generator=gen)
+    expected = torch.einsum("bnd,id->bni", queries.double(), items.double())
+    with torch.no_grad():
+        got = ranking.inner_products(queries, items)
+    assert got.shape == (2, 5, 11) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    # a product that needs gradients always stays in torch
+    weights = items.clone().requires_grad_()
+    ranking.inner_products(queries, weights).sum().backward()
+    torch.testing.assert_close(weights.grad, queries.sum(dim=(0, 1)).expand(11, 8))

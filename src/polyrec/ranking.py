@@ -1,6 +1,11 @@
-"""Masked batched top-k: the one implementation behind ``recommend`` and the evaluator."""
+"""Scoring kernels shared by ``recommend`` and the evaluator: inner-product scores on the
+faster CPU BLAS, masking of seen items, and deterministic batched top-k."""
 
 from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,6 +21,42 @@ SCORE_BLOCK_FLOATS = 1 << 22
 def auto_batch_size(n_items: int) -> int:
     """Users to score at once so that a ``(users, n_items)`` block stays near 16 MB."""
     return max(1, min(4096, SCORE_BLOCK_FLOATS // max(n_items, 1)))
+
+
+@functools.cache
+def numpy_blas_is_faster() -> bool:
+    """Whether float32 matrix products should go through numpy's OpenBLAS instead of torch.
+
+    PyTorch's x86 wheels multiply with MKL, whose fast kernels are dispatched on Intel CPUs
+    only: on this project's AMD EPYC machine torch's ``sgemm`` reaches ~21 GFLOP/s per core,
+    numpy's OpenBLAS ~50-64 (``benchmarks/README.md``, "Scoring kernel"). Decided once per
+    process from the CPU vendor, so scores never depend on a timing race.
+    """
+    if not torch.backends.mkl.is_available() or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return False
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("vendor_id"):
+            return "GenuineIntel" not in line
+    return False
+
+
+def inner_products(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``queries @ items.T`` for scoring: every item's score for each query row.
+
+    Without autograd, float32 CPU tensors are multiplied by numpy's BLAS where it is the faster
+    one (:func:`numpy_blas_is_faster`); anything else (GPU, gradients, other dtypes) by torch.
+    """
+    if (
+        queries.device.type == items.device.type == "cpu"
+        and queries.dtype == items.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (queries.requires_grad or items.requires_grad))
+        and numpy_blas_is_faster()
+    ):
+        return torch.from_numpy(np.matmul(queries.detach().numpy(), items.detach().numpy().T))
+    return queries @ items.T
 
 
 def mask_seen_(scores: torch.Tensor, seen: sp.csr_matrix | None, rows: np.ndarray) -> torch.Tensor:

@@ -28,7 +28,7 @@ from pydantic import Field
 from polyrec.config import StrictModel, build
 from polyrec.data.dataset import Dataset, IdMap
 from polyrec.errors import PolyrecError
-from polyrec.ranking import auto_batch_size, mask_seen_, topk
+from polyrec.ranking import auto_batch_size, inner_products, mask_seen_, topk
 
 STATE_FILE = "state.pt"
 META_FILE = "model.json"
@@ -206,7 +206,7 @@ class Recommender(ABC):
         if emb is None:
             raise PolyrecError(f"{self.name} does not support similar_items")
         emb = torch.nn.functional.normalize(emb.float(), dim=1)
-        return emb[torch.from_numpy(items)] @ emb.T
+        return inner_products(emb[torch.from_numpy(items)], emb)
 
     def _check_fitted(self) -> None:
         if self.item_ids is None:

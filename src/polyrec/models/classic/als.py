@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from polyrec.data.dataset import Dataset
 from polyrec.models.base import ModelConfig, Recommender
+from polyrec.ranking import inner_products
 
 
 class ALSConfig(ModelConfig):
@@ -62,7 +63,7 @@ class ALS(Recommender):
         self.item_factors = torch.from_numpy(np.asarray(model.item_factors, dtype=np.float32))
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
-        return self.user_factors[torch.from_numpy(users)] @ self.item_factors.T
+        return inner_products(self.user_factors[torch.from_numpy(users)], self.item_factors)
 
     def _item_embeddings(self) -> torch.Tensor:
         return self.item_factors

@@ -35,6 +35,7 @@ from polyrec.data.dataset import Dataset
 from polyrec.data.sampling import bpr_triples
 from polyrec.models.base import ModelConfig
 from polyrec.models.torch_base import TorchConfig, TorchRecommender, triple_batches
+from polyrec.ranking import inner_products
 
 
 class BPRConfig(TorchConfig):
@@ -145,7 +146,7 @@ class BPRMF(TorchRecommender):
     def _score(self, users: np.ndarray) -> torch.Tensor:
         mf = cast(_MF, self.module)
         user_vectors = mf.user.weight[torch.from_numpy(users).to(self.device)]
-        return (user_vectors @ mf.item.weight.T).cpu()
+        return inner_products(user_vectors, mf.item.weight).cpu()
 
     def _item_embeddings(self) -> torch.Tensor:
         return cast(_MF, self.module).item.weight.detach().cpu()

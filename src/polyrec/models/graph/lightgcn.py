@@ -35,6 +35,7 @@ from polyrec.data.sampling import bpr_triples, user_uniform_triples
 from polyrec.models.base import ModelConfig
 from polyrec.models.graph.adjacency import GraphOperator, Normalization, bipartite_adjacency
 from polyrec.models.torch_base import TorchConfig, TorchRecommender, triple_batches
+from polyrec.ranking import inner_products
 
 
 class GraphNet(Protocol):
@@ -105,7 +106,7 @@ class GraphBPR(TorchRecommender):
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
         user_emb, item_emb = self.final_embeddings()
-        return (user_emb[torch.from_numpy(users).to(user_emb.device)] @ item_emb.T).cpu()
+        return inner_products(user_emb[torch.from_numpy(users).to(user_emb.device)], item_emb).cpu()
 
     def _item_embeddings(self) -> torch.Tensor:
         return self.final_embeddings()[1].cpu()

@@ -31,6 +31,7 @@ from polyrec.errors import PolyrecError
 from polyrec.models.base import ModelConfig
 from polyrec.models.multimodal.common import item_features
 from polyrec.models.torch_base import TorchConfig, TorchRecommender, triple_batches
+from polyrec.ranking import inner_products
 
 
 class VBPRConfig(TorchConfig):
@@ -149,7 +150,7 @@ class VBPR(TorchRecommender):
         net = cast(_VBPRNet, self.module)
         u = net.user_side(torch.from_numpy(users).to(self.device))
         items, bias = net.item_side()
-        return (u @ items.T + bias).cpu()
+        return (inner_products(u, items) + bias).cpu()
 
     def _item_embeddings(self) -> torch.Tensor:
         return cast(_VBPRNet, self.module).item_side()[0].detach().cpu()

@@ -35,6 +35,7 @@ from polyrec.data.sequences import PAD, histories, merge_interactions, pad_histo
 from polyrec.errors import PolyrecError
 from polyrec.models.base import ModelConfig
 from polyrec.models.torch_base import TorchConfig, TorchRecommender
+from polyrec.ranking import inner_products
 
 
 class SequentialConfig(TorchConfig):
@@ -210,7 +211,7 @@ def item_vectors(items: torch.Tensor, *, cosine: bool) -> torch.Tensor:
 def item_scores(states: torch.Tensor, items: torch.Tensor, *, cosine: bool) -> torch.Tensor:
     """Scores ``(..., n_items)`` of every item (rows of ``items``) for each state: dot products,
     or cosines when ``cosine``."""
-    return item_vectors(states, cosine=cosine) @ item_vectors(items, cosine=cosine).T
+    return inner_products(item_vectors(states, cosine=cosine), item_vectors(items, cosine=cosine))
 
 
 def next_item_loss(
