@@ -28,8 +28,8 @@ from mm_common import ROOT, add_unlearning_arguments, unlearning_setup
 from polyrec.models.multimodal.freedom import FREEDOM
 from polyrec.record import now_utc, peak_rss_mb, versions
 from polyrec.unlearn import SISA, ForgetRequest, apply_request, unlearn
+from polyrec.unlearn.base import unwrap
 from polyrec.unlearn.evaluate import unlearning_report
-from polyrec.unlearn.mmrecun import USER_LR_SCALE
 
 
 def main() -> None:
@@ -67,7 +67,7 @@ def main() -> None:
                     "mmrecun",
                     original,
                     "mmrecun",
-                    {"seed": seed}
+                    {"seed": seed, "reference": split.valid}
                     | ({"epochs": args.mmrecun_epochs} if args.mmrecun_epochs else {}),
                 ),
             ]
@@ -81,6 +81,8 @@ def main() -> None:
                 )
                 if label == "sisa":
                     rep["retrained_shards"] = list(work.last_retrained)
+                if label == "mmrecun":
+                    rep["unlearning_batches"] = unwrap(out)[0].history[-1]["unlearning_batches"]
                 results[label] = rep
                 rows.append(
                     {
@@ -117,10 +119,10 @@ def main() -> None:
         "dataset": args.dataset,
         "base_model": {"name": "freedom", "config": opts, "features": feature_info},
         "protocol": {
-            "split": "ratio 0.8/0.2 per user, seed 0",
+            "split": "ratio 0.7/0.1/0.2 per user, seed 0 (validation: MMRecUn's stopping rule)",
             "seeds": args.seeds,
-            "mmrecun_epochs": args.mmrecun_epochs or 4,
-            "mmrecun_user_lr_scale": USER_LR_SCALE,
+            "mmrecun_max_epochs": args.mmrecun_epochs or 4,
+            "mmrecun_stopping_rule": "forget Recall@20 <= validation Recall@20, same users",
             "finetune_epochs": args.finetune_epochs,
             "sisa_shards": args.shards,
             "sisa_partition": "user",

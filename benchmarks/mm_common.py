@@ -73,9 +73,10 @@ def unlearning_setup(
     args: argparse.Namespace,
 ) -> tuple[dict[str, Any], dict[str, Any], Split, list[tuple[str, float]]]:
     """FREEDOM's options (fixed epochs, no early stopping), the text-feature info, the per-user
-    80/20 split of the dataset with text features, and the parsed forget requests."""
+    70/10/20 split of the dataset with text features (the validation part is MMRecUn's
+    stopping-rule reference, never trained on), and the parsed forget requests."""
     opts, features = model_options(f"{args.dataset}/freedom.yaml")
     opts.update(epochs=args.epochs, early_stopping=None, progress=False)
     ds, feature_info = dataset_with_text(args.dataset, args.data_dir, features["text"])
     requests = [(k, float(f)) for k, f in (r.split(":") for r in args.requests.split(","))]
-    return opts, feature_info, ratio_split(ds, test=0.2, seed=0), requests
+    return opts, feature_info, ratio_split(ds, test=0.2, valid=0.1, seed=0), requests

@@ -25,6 +25,7 @@ from mm_common import ROOT, add_unlearning_arguments, unlearning_setup
 from polyrec.models.multimodal.freedom import FREEDOM
 from polyrec.record import now_utc, versions
 from polyrec.unlearn import ForgetRequest, apply_request, unlearn
+from polyrec.unlearn.base import unwrap
 from polyrec.unlearn.evaluate import unlearning_report
 
 
@@ -36,6 +37,11 @@ def main() -> None:
     parser.add_argument("--passes", default="5,20,50")
     parser.add_argument("--unlearn-epochs", default="3")
     parser.add_argument("--lrs", default="0.001")
+    parser.add_argument(
+        "--stopping-rule",
+        action="store_true",
+        help="stop on the validation split (a cap of epochs)",
+    )
     parser.add_argument("--note", default="", help="recorded with the sweep (e.g. what changed)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -73,6 +79,7 @@ def main() -> None:
                 forget_passes=passes,
                 epochs=epochs,
                 lr=lr,
+                reference=split.valid if args.stopping_rule else None,
                 seed=args.seed,
             )
             rep = unlearning_report(
@@ -91,6 +98,7 @@ def main() -> None:
                     "alpha": alpha,
                     "forget_passes": passes,
                     "epochs": epochs,
+                    "unlearning_batches": unwrap(out)[0].history[-1]["unlearning_batches"],
                     **rep,
                 }
             )

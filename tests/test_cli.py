@@ -270,12 +270,13 @@ def test_unlearn_forgets_items_and_records_the_report(runs: Path, tmp_path: Path
     request.write_text(json.dumps({"items": forgotten}))
     out = tmp_path / "unlearned"
     result = polyrec(
-        "unlearn", runs / "bpr", "--forget", request, "--method", "finetune",
+        "unlearn", runs / "bpr", "--forget", request, "--method", "mmrecun",
         "--set", "epochs=1", "--out", out,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     record = RunRecord.load(out)
-    assert record.protocol["unlearning"]["method"] == "finetune"
+    assert record.protocol["unlearning"]["method"] == "mmrecun"
+    assert record.protocol["unlearning"]["stopping_reference"] == "valid"
     assert record.protocol["unlearning"]["forget_interactions"] > 0
     assert {"retain_recall@20", "forget_recall@20", "seconds"} <= set(record.metrics["test"])
     assert record.metrics["test"]["forget_recall@20"] == 0.0  # forgotten items never ranked

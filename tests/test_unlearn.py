@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
+from polyrec.eval import evaluate
 from polyrec.features.matrix import attach_features
 from polyrec.models.classic.bpr import BPRMF
 from polyrec.models.graph.lightgcn import LightGCN
@@ -201,3 +203,54 @@ def test_unlearning_report_against_gold(train):
     assert r["retain_recall_vs_gold"] == pytest.approx(
         r["retain_recall@20"] / g["retain_recall@20"]
     )
+
+
+@pytest.mark.parametrize("cls", [BPRMF, LightGCN, VBPR])
+def test_mmrecun_resets_forgotten_users_to_their_initial_rows(train, cls):
+    opts = {**FAST, "seed": 4, **({"modalities": ["text"]} if cls is VBPR else {})}
+    model = cls(opts).fit(train)
+    torch.manual_seed(4)
+    initial = model._build(model.dims).state_dict()  # the rows training started from
+    forgotten = train.user_ids.to_external(np.array([3, 7]))
+    out = unlearn(model, train, ForgetRequest(users=tuple(forgotten.tolist())), "mmrecun", epochs=1)
+    state = out.module.state_dict()
+    for name in cls.user_tables:
+        torch.testing.assert_close(state[name][[3, 7]], initial[name][[3, 7]])
+        # retained users keep trained (not initial) rows
+        assert not torch.allclose(state[name][[0, 1]], initial[name][[0, 1]])
+
+
+def test_mmrecun_stops_once_forgotten_pairs_are_recalled_like_held_out_ones(train):
+    from polyrec.data.split import ratio_split
+
+    split = ratio_split(train, test=0.2, seed=0)
+    pairs = _sample_interactions(split.train, 40, seed=3)
+    req = ForgetRequest(interactions=pairs)
+    base = BPRMF({**FAST, "epochs": 10, "lr": 0.01}).fit(split.train)
+    capped = unlearn(copy.deepcopy(base), split.train, req, "mmrecun", epochs=20, lr=0.03)
+    ruled = unlearn(
+        copy.deepcopy(base), split.train, req, "mmrecun", epochs=20, lr=0.03, reference=split.test
+    )
+    assert ruled.history[-1]["stopped_by_rule"] and not capped.history[-1]["stopped_by_rule"]
+    assert ruled.history[-1]["unlearning_batches"] < capped.history[-1]["unlearning_batches"]
+    applied = apply_request(split.train, req)
+    users = np.intersect1d(applied.forget.users, split.test.users)
+    exclude = [applied.retain.binary_csr]
+
+    def recall(model, data):
+        result = evaluate(
+            model,
+            data,
+            exclude=exclude,
+            ks=(20,),
+            metrics=("recall",),
+            users=users,
+            beyond=False,
+        )
+        return result.summary["recall@20"]
+
+    assert recall(ruled, applied.forget) <= recall(ruled, split.test)
+    with pytest.raises(PolyrecError, match="reference must share"):
+        unlearn(
+            copy.deepcopy(base), split.train, req, "mmrecun", reference=make_synthetic(5, 5, 20)
+        )

@@ -75,6 +75,9 @@ class TorchRecommender(Recommender):
 
     Config: ClassVar[type[ModelConfig]] = TorchConfig
     config: TorchConfig
+    user_tables: ClassVar[tuple[str, ...]] = ()
+    """State-dict entries whose first ``n_users`` rows are per-user parameters (row ``u`` is
+    user ``u``'s), for unlearning that resets a forgotten user (:mod:`polyrec.unlearn`)."""
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **overrides: Any):
         super().__init__(config, **overrides)

@@ -6,14 +6,14 @@
   the graph adjacency, feature buffers and the frozen item graph are rebuilt from the retain
   data (so no forgotten interaction or wiped feature row survives in any cache) while the
   learned parameters are kept; a forgotten modality is dropped from models that use one.
+- :func:`reset_users` re-draws a forgotten user's own parameters from the initialisation.
 - :func:`train_steps` runs extra optimisation epochs on a fitted model with its own batches
-  and loss (fine-tuning, MMRecUn).
+  and loss (fine-tuning, MMRecUn), optionally until a stopping rule holds.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -120,8 +120,7 @@ def rebind(model: Recommender, applied: AppliedRequest) -> None:
         model.module = model._build(model.dims).to(model.device)
         model.module.load_state_dict(state)
         model.train_module = model.module
-    if hasattr(model, "_final"):
-        model._final = None  # GraphBPR's cached propagated embeddings
+    _drop_score_cache(model)
 
 
 def require_torch(model: Recommender, method: str) -> TorchRecommender:
@@ -134,6 +133,23 @@ def require_torch(model: Recommender, method: str) -> TorchRecommender:
     return model
 
 
+def reset_users(model: TorchRecommender, users: np.ndarray) -> None:
+    """Re-draw the per-user parameters (:attr:`TorchRecommender.user_tables`) of ``users``
+    from the model's initialisation under its seed: what a model retrained without them holds
+    for them (with the batch-wise L2 of BPR models, a user without interactions never gets a
+    gradient, so its rows stay as initialised). Models without such tables are unchanged."""
+    if len(users) == 0 or not model.user_tables:
+        return
+    torch.manual_seed(model.config.seed)
+    fresh = model._build(model.dims).state_dict()
+    state = model.module.state_dict()  # tensors share storage with the parameters
+    rows = torch.from_numpy(np.asarray(users, np.int64))
+    with torch.no_grad():
+        for name in model.user_tables:
+            state[name][rows] = fresh[name][rows].to(state[name].device)
+    _drop_score_cache(model)
+
+
 def train_steps(
     model: TorchRecommender,
     retain: Dataset,
@@ -143,16 +159,19 @@ def train_steps(
     seed: int,
     retain_weight: float = 1.0,
     extra: Callable[[np.random.Generator], torch.Tensor] | None = None,
-) -> float:
-    """``epochs`` epochs of the model's own batches and loss on ``retain`` (weighted by
+    stop: Callable[[], bool] | None = None,
+    check_every: int = 1,
+) -> int:
+    """Up to ``epochs`` epochs of the model's own batches and loss on ``retain`` (weighted by
     ``retain_weight``, plus ``extra`` called once per batch), with the model's configured
-    optimiser (the trainer's, e.g. lazy Adam for sparse embedding tables) at ``lr``; returns
-    the wall time in seconds."""
-    start = time.perf_counter()
+    optimiser at ``lr``. ``stop`` is asked every ``check_every`` batches, with the module in
+    eval mode and score caches cleared; training ends as soon as it returns True. The number of
+    batches run is appended to ``model.history`` (``unlearning_batches``) and returned."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     device = model.device
     optimizer = make_optimizer(model.config.model_copy(update={"lr": lr}), model.module, device)
+    steps = 0
     model.module.train()
     for _ in range(epochs):
         for batch in model._batches(retain, rng):
@@ -162,11 +181,25 @@ def train_steps(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            steps += 1
             if not torch.isfinite(loss):
                 raise PolyrecError(
                     f"{model.name}: loss is {float(loss)} while unlearning; lower lr"
                 )
+            if stop is not None and steps % check_every == 0:
+                model.module.eval()
+                _drop_score_cache(model)
+                if stop():
+                    model.history.append({"unlearning_batches": steps, "stopped_by_rule": True})
+                    return steps
+                model.module.train()
     model.module.eval()
+    _drop_score_cache(model)
+    model.history.append({"unlearning_batches": steps, "stopped_by_rule": False})
+    return steps
+
+
+def _drop_score_cache(model: Recommender) -> None:
+    """Forget scores cached from earlier weights (GraphBPR's propagated embeddings)."""
     if hasattr(model, "_final"):
         model._final = None
-    return time.perf_counter() - start

@@ -35,8 +35,14 @@ def unlearn_run(
     record, data, model = load_run(run_dir, data_dir)
     train = data.split.train
     applied = apply_request(train, request)
+    kwargs = dict(options or {})
+    valid = data.split.valid
+    # MMRecUn's stopping rule compares forgotten pairs with held-out ones: the run's validation
+    reference = method == "mmrecun" and valid is not None and valid.n_interactions > 0
+    if reference:
+        kwargs.setdefault("reference", valid)
     start = time.perf_counter()
-    out_model = unlearn(model, train, request, method, **(options or {}))
+    out_model = unlearn(model, train, request, method, **kwargs)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     report = unlearning_report(out_model, applied, data.split.test, seconds=seconds)
@@ -56,6 +62,7 @@ def unlearn_run(
                 "forget_file": str(forget_file),
                 "source_run": str(run_dir),
                 "forget_interactions": applied.forget.n_interactions,
+                "stopping_reference": "valid" if reference else None,
             },
         },
         config=record.config,

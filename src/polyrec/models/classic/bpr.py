@@ -131,6 +131,7 @@ class BPRMF(TorchRecommender):
     name = "bpr"
     Config: ClassVar[type[ModelConfig]] = BPRConfig
     config: BPRConfig
+    user_tables = ("user.weight",)
 
     def _build(self, dims: dict[str, int]) -> torch.nn.Module:
         return _MF(dims["n_users"], dims["n_items"], self.config.factors, self.config.init_std)

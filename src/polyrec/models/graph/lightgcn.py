@@ -191,6 +191,7 @@ class LightGCN(GraphBPR):
 
     name = "lightgcn"
     Config: ClassVar[type[ModelConfig]] = LightGCNConfig
+    user_tables = ("embedding",)  # users first, then items
     config: LightGCNConfig
 
     def _build(self, dims: dict[str, int]) -> torch.nn.Module:

@@ -154,6 +154,7 @@ class FREEDOM(GraphBPR):
     name = "freedom"
     Config: ClassVar[type[ModelConfig]] = FREEDOMConfig
     config: FREEDOMConfig
+    user_tables = ("ui.embedding",)  # users first, then items
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **overrides: Any):
         super().__init__(config, **overrides)

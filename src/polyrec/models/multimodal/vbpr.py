@@ -99,6 +99,7 @@ class VBPR(TorchRecommender):
     name = "vbpr"
     Config: ClassVar[type[ModelConfig]] = VBPRConfig
     config: VBPRConfig
+    user_tables = ("gamma_user.weight", "theta_user.weight")
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **overrides: Any):
         super().__init__(config, **overrides)
