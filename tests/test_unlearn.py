@@ -15,6 +15,7 @@ from polyrec.eval import evaluate
 from polyrec.features.matrix import attach_features
 from polyrec.models.classic.bpr import BPRMF
 from polyrec.models.graph.lightgcn import LightGCN
+from polyrec.models.graph.ngcf import NGCF
 from polyrec.models.multimodal.freedom import FREEDOM
 from polyrec.models.multimodal.vbpr import VBPR
 from polyrec.unlearn import SISA, ForgetRequest, apply_request, unlearn
@@ -205,9 +206,9 @@ def test_unlearning_report_against_gold(train):
     )
 
 
-@pytest.mark.parametrize("cls", [BPRMF, LightGCN, VBPR])
+@pytest.mark.parametrize("cls", [BPRMF, LightGCN, NGCF, FREEDOM, VBPR])
 def test_mmrecun_resets_forgotten_users_to_their_initial_rows(train, cls):
-    opts = {**FAST, "seed": 4, **({"modalities": ["text"]} if cls is VBPR else {})}
+    opts = {**FAST, "seed": 4, **({"modalities": ["text"]} if cls in (VBPR, FREEDOM) else {})}
     model = cls(opts).fit(train)
     torch.manual_seed(4)
     initial = model._build(model.dims).state_dict()  # the rows training started from

@@ -67,6 +67,7 @@ class GraphBPR(TorchRecommender):
 
     Config: ClassVar[type[ModelConfig]] = GraphBPRConfig
     config: GraphBPRConfig
+    user_tables = ("embedding",)  # one node table: users first, then items
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **overrides: Any):
         super().__init__(config, **overrides)
@@ -191,7 +192,6 @@ class LightGCN(GraphBPR):
 
     name = "lightgcn"
     Config: ClassVar[type[ModelConfig]] = LightGCNConfig
-    user_tables = ("embedding",)  # users first, then items
     config: LightGCNConfig
 
     def _build(self, dims: dict[str, int]) -> torch.nn.Module:

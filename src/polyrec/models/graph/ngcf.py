@@ -141,7 +141,6 @@ class NGCF(GraphBPR):
 
     name = "ngcf"
     Config: ClassVar[type[ModelConfig]] = NGCFConfig
-    user_tables = ("embedding",)  # users first, then items
     config: NGCFConfig
 
     def _build(self, dims: dict[str, int]) -> torch.nn.Module:
