@@ -6,7 +6,8 @@
   the graph adjacency, feature buffers and the frozen item graph are rebuilt from the retain
   data (so no forgotten interaction or wiped feature row survives in any cache) while the
   learned parameters are kept; a forgotten modality is dropped from models that use one.
-- :func:`reset_users` re-draws a forgotten user's own parameters from the initialisation.
+- :func:`reset_users` re-draws a forgotten user's own parameters from the initialisation
+  distribution.
 - :func:`train_steps` runs extra optimisation epochs on a fitted model with its own batches
   and loss (fine-tuning, MMRecUn), optionally until a stopping rule holds.
 """
@@ -133,14 +134,17 @@ def require_torch(model: Recommender, method: str) -> TorchRecommender:
     return model
 
 
-def reset_users(model: TorchRecommender, users: np.ndarray) -> None:
+def reset_users(model: TorchRecommender, users: np.ndarray, seed: int = 0) -> None:
     """Re-draw the per-user parameters (:attr:`TorchRecommender.user_tables`) of ``users``
-    from the model's initialisation under its seed: what a model retrained without them holds
-    for them (with the batch-wise L2 of BPR models, a user without interactions never gets a
-    gradient, so its rows stay as initialised). Models without such tables are unchanged."""
+    from the model's initialisation, as a model retrained without them holds them (with the
+    batch-wise L2 of BPR models a user without interactions never gets a gradient). The draw
+    is independent of the values training started from: those are correlated with the items
+    the user trained on (the items moved towards the user's vector), so restoring them would
+    keep the user's taste. Models without such tables are unchanged."""
     if len(users) == 0 or not model.user_tables:
         return
-    torch.manual_seed(model.config.seed)
+    stream = np.random.SeedSequence([model.config.seed, seed, len(users)])
+    torch.manual_seed(int(stream.generate_state(1)[0]))
     fresh = model._build(model.dims).state_dict()
     state = model.module.state_dict()  # tensors share storage with the parameters
     rows = torch.from_numpy(np.asarray(users, np.int64))
