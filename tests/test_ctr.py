@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 import yaml
 from typer.testing import CliRunner
@@ -16,11 +17,11 @@ from typer.testing import CliRunner
 from polyrec.data.ctr import (
     BehaviorLog,
     CTRProtocol,
-    _sample_negatives,
     build_ctr_samples,
     read_taobao_userbehavior,
     read_tmall,
 )
+from polyrec.data.sampling import PopularityNegativeSampler
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
 from polyrec.eval.ctr_metrics import auc, ctr_metrics, gauc, logloss, per_user_auc
@@ -165,9 +166,9 @@ def test_padding_left_and_masked():
 
 def test_negative_sampler_frequency_proportional():
     freq = np.array([0.0, 1.0, 2.0, 7.0, 10.0])
-    seen = np.array([0 * 5 + 4])  # user 0 saw item 4 -> never drawn for user 0
-    rng = np.random.default_rng(0)
-    negs = _sample_negatives(np.zeros(20_000, int), 1, freq, seen, 5, rng).ravel()
+    seen = sp.csr_matrix(([1.0], ([0], [4])), shape=(1, 5))  # user 0 saw item 4: never drawn
+    sampler = PopularityNegativeSampler(seen, popularity=freq)
+    negs = sampler.sample(np.zeros(20_000, int), 1, rng=np.random.default_rng(0)).ravel()
     counts = np.bincount(negs, minlength=5)
     assert counts[0] == 0 and counts[4] == 0
     assert counts[1:4] / counts[1:4].sum() == pytest.approx([0.1, 0.2, 0.7], abs=0.015)

@@ -29,11 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from pydantic import Field, model_validator
 
 from polyrec.config import StrictModel
 from polyrec.data.dataset import Dataset
+from polyrec.data.sampling import PopularityNegativeSampler
 from polyrec.errors import PolyrecError
 
 TAOBAO_BEHAVIORS = ("pv", "cart", "fav", "buy")
@@ -377,13 +379,14 @@ def build_ctr_samples(log: BehaviorLog, protocol: CTRProtocol | None = None) -> 
     item_freq[0] = 0.0
     item_category = np.zeros(log.n_items + 1, dtype=np.int64)
     item_category[items] = cats
-    seen = np.unique(users * (log.n_items + 1) + items)
+    seen = sp.csr_matrix((np.ones(n, np.float32), (users, items)), (log.n_users, log.n_items + 1))
+    sampler = PopularityNegativeSampler(seen, popularity=item_freq)
     rng = np.random.default_rng(cfg.seed)
     sorted_log = _SortedLog(items, cats, ts, cfg.max_len, cfg.time_unit, cfg.n_time_buckets)
 
     def split(pos: np.ndarray) -> CTRSamples:
         u = users[pos]
-        negs = _sample_negatives(u, cfg.neg_ratio, item_freq, seen, log.n_items + 1, rng)
+        negs = sampler.sample(u, cfg.neg_ratio, rng=rng)
         k = 1 + cfg.neg_ratio
         item = np.concatenate([items[pos][:, None], negs], axis=1).ravel()
         label = np.zeros((len(pos), k), dtype=np.float32)
@@ -413,37 +416,4 @@ def build_ctr_samples(log: BehaviorLog, protocol: CTRProtocol | None = None) -> 
         item_ids=log.item_ids,
         protocol=cfg,
         name=log.name,
-    )
-
-
-def _sample_negatives(
-    users: np.ndarray,
-    ratio: int,
-    freq: np.ndarray,
-    seen: np.ndarray,
-    stride: int,
-    rng: np.random.Generator,
-    max_rounds: int = 100,
-) -> np.ndarray:
-    """``(len(users), ratio)`` items drawn by frequency among items the user never saw."""
-    cdf = np.cumsum(freq)
-    cdf /= cdf[-1]
-
-    def draw(size: int) -> np.ndarray:
-        return np.minimum(np.searchsorted(cdf, rng.random(size), side="right"), len(freq) - 1)
-
-    u = np.repeat(users, ratio)
-    out = draw(len(u))
-    bad = np.arange(len(u))
-    for _ in range(max_rounds):
-        keys = u[bad] * stride + out[bad]
-        hit = np.searchsorted(seen, keys)
-        is_seen = (hit < len(seen)) & (seen[np.minimum(hit, len(seen) - 1)] == keys)
-        bad = bad[is_seen]
-        if len(bad) == 0:
-            return out.reshape(len(users), ratio)
-        out[bad] = draw(len(bad))
-    raise PolyrecError(
-        f"could not draw unseen negatives for user {int(u[bad[0]])} after {max_rounds} rounds "
-        "(the user interacted with almost every frequent item)"
     )

@@ -108,19 +108,33 @@ class UniformNegativeSampler(NegativeSampler):
 
 
 class PopularityNegativeSampler(NegativeSampler):
-    """``P(j) ∝ pop_j ** alpha`` over non-positive items (``pop`` = users per item in ``csr``).
+    """``P(j) ∝ pop_j ** alpha`` over non-positive items.
 
-    ``alpha=0`` is uniform over the catalogue, ``alpha=1`` proportional to popularity,
-    ``alpha=0.75`` the word2vec smoothing. Positives are rejected in bulk and redrawn.
+    ``pop`` is the number of users per item in ``csr``, or ``popularity`` when given (e.g.
+    event counts, as the DARE / SIM data pipelines draw CTR negatives). ``alpha=0`` is uniform
+    over the catalogue, ``alpha=1`` proportional to popularity, ``alpha=0.75`` the word2vec
+    smoothing. Positives are rejected in bulk and redrawn.
     """
 
     def __init__(
-        self, csr: sp.spmatrix, seed: int | np.random.Generator = 0, *, alpha: float = 1.0
+        self,
+        csr: sp.spmatrix,
+        seed: int | np.random.Generator = 0,
+        *,
+        alpha: float = 1.0,
+        popularity: np.ndarray | None = None,
     ) -> None:
         super().__init__(csr, seed)
         if alpha < 0:
             raise PolyrecError(f"popularity sampler alpha must be >= 0, got {alpha}")
-        pop = np.bincount(self.positives, minlength=self.n_items).astype(np.float64)
+        if popularity is None:
+            pop = np.bincount(self.positives, minlength=self.n_items).astype(np.float64)
+        else:
+            pop = np.asarray(popularity, dtype=np.float64)
+            if pop.shape != (self.n_items,) or (pop < 0).any():
+                raise PolyrecError(
+                    f"popularity must be {self.n_items} non-negative weights, one per item"
+                )
         weight = pop**alpha
         if weight.sum() <= 0:
             raise PolyrecError("popularity sampler needs at least one interaction")
