@@ -1,23 +1,24 @@
-"""Data preparation shared by bench_multimodal.py and bench_unlearn.py: a real dataset with
-MiniLM text features written in MMRec's layout and read back through polyrec.features.matrix."""
+"""Data preparation shared by bench_multimodal.py, bench_unlearn.py and tune_mmrecun.py: a real
+dataset with the MiniLM text features its config's ``features`` section names, attached as a
+``polyrec train`` run attaches them (polyrec.features.configured)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from polyrec.config import load_yaml
 from polyrec.data.dataset import Dataset
 from polyrec.data.registry import load_dataset
 from polyrec.data.split import Split, ratio_split
-from polyrec.features.matrix import attach_features, load_feature_matrices
-from polyrec.features.text import embed_item_texts
+from polyrec.features.configured import (
+    FeaturesConfig,
+    TextFeaturesConfig,
+    attach_configured_features,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,27 +33,19 @@ def model_options(config: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def dataset_with_text(name: str, data_dir: str, text: dict[str, Any]) -> tuple[Dataset, dict]:
-    """The dataset with ``item_vectors["text"]`` (MiniLM of the configured fields, PCA)."""
+    """The dataset with ``item_vectors["text"]`` (the ``features.text`` section of its config:
+    sentence-transformers model, fields, PCA) and what was attached."""
     ds = load_dataset(name, data_dir)
+    cfg = TextFeaturesConfig(**text)
     start = time.perf_counter()
-    emb = embed_item_texts(
-        ds, text.get("model", "all-MiniLM-L6-v2"), fields=text["fields"], progress=False
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        # MMRec layout: row r = item whose internal index is r (ids of the .inter file)
-        np.save(Path(tmp) / "text_feat.npy", emb)
-        order = np.arange(ds.n_items)
-        feats = load_feature_matrices(
-            tmp, ds, ["text"], row_ids=ds.item_ids.external[order], pca=text.get("pca")
-        )
+    out = attach_configured_features(ds, FeaturesConfig(text=cfg))
     info = {
-        "text_model": text.get("model", "all-MiniLM-L6-v2"),
-        "text_fields": text["fields"],
-        "raw_dim": int(emb.shape[1]),
-        "pca": text.get("pca"),
+        "text_model": cfg.model,
+        "text_fields": cfg.fields,
+        "pca": cfg.pca,
         "feature_seconds": time.perf_counter() - start,
     }
-    return attach_features(ds, feats), info
+    return out, info
 
 
 def add_unlearning_arguments(parser: argparse.ArgumentParser) -> None:
