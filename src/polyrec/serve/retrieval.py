@@ -278,11 +278,8 @@ class SearchRetriever(Retriever):
             tokens = model.tokenizer.encode([query])[0]
             items, scores = model.search_internal(np.array([user]), [tokens], beams=beams)
             return _allowed_beams(items[0], scores[0], n, allowed)
-        # ad-hoc histories have a public entry only with external ids
-        external = model.item_ids.external[np.asarray(history, dtype=np.int64)]
-        found = model.search(query, list(external), k=beams)
-        items = model.item_ids.to_internal(found["item"].to_numpy(), what="item")
-        return _allowed_beams(items, found["score"].to_numpy(), n, allowed)
+        items, scores = model.search_after_items(history, query, beams=beams)
+        return _allowed_beams(items, scores, n, allowed)
 
 
 class EmbeddingRetriever(Retriever):

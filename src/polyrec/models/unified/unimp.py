@@ -180,17 +180,12 @@ class UniMP(SequentialRecommender):
         assert self.item_ids is not None
         if k < 1:
             raise PolyrecError(f"k must be >= 1, got {k}")
-        items = []
+        items = np.zeros(0, np.int64)
         if history is not None and len(history) > 0:
-            items = self.item_ids.to_internal(history, what="item").tolist()
-        hist = self._adhoc_history(items)
-        query_ids = cast(TextTokenizer, self.tokenizer).encode([query])[0]
-        prompt = cast(PromptBuilder, self.prompts).prompt("search", hist, query=query_ids)
-        found, scores = self._beam_items([prompt], k)
-        keep = found[0] >= 0
-        out = pd.DataFrame(
-            {"item": found[0][keep][:k], "score": scores[0][keep][:k].astype(np.float32)}
-        )
+            items = self.item_ids.to_internal(history, what="item")
+        found, scores = self.search_after_items(items, query, beams=k)
+        keep = found >= 0
+        out = pd.DataFrame({"item": found[keep][:k], "score": scores[keep][:k].astype(np.float32)})
         out["rank"] = np.arange(1, len(out) + 1)
         out["item"] = self.item_ids.to_external(out["item"].to_numpy())
         return out
@@ -226,6 +221,18 @@ class UniMP(SequentialRecommender):
             for u, q in zip(users, queries, strict=True)
         ]
         return self._beam_items(prompts, beams or self.config.beams)
+
+    def search_after_items(
+        self, history: np.ndarray, query: str, beams: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search beams ``(items, scores)``, best first (item ``-1``: no valid item), for a
+        text ``query`` after an ad-hoc history of internal items, oldest first."""
+        self._check_fitted()
+        hist = self._adhoc_history(np.asarray(history, np.int64).tolist())
+        query_ids = cast(TextTokenizer, self.tokenizer).encode([query])[0]
+        prompt = cast(PromptBuilder, self.prompts).prompt("search", hist, query=query_ids)
+        found, scores = self._beam_items([prompt], beams or self.config.beams)
+        return found[0], scores[0]
 
     def rating_internal(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Expected rating over the rating tokens for internal (user, item) pairs."""
