@@ -34,6 +34,7 @@ from polyrec.data.ctr import CTRData, CTRSamples
 from polyrec.errors import PolyrecError
 from polyrec.eval.ctr_metrics import ctr_metrics
 from polyrec.models.registry import load_registered
+from polyrec.ranking import inner_products
 
 META_FILE = "ranker.json"
 ITEMS_FILE = "ranker_items.parquet"
@@ -120,7 +121,7 @@ def batched_dot(q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """``<q[b], keys[b, j]>`` as (B, L) for ``q`` (B, d) and ``keys`` (B or 1, L, d); a shared
     history (batch 1) is one matrix product, never expanded to B copies."""
     if keys.shape[0] == 1:
-        return q @ keys[0].T
+        return inner_products(q, keys[0])
     return torch.bmm(keys, q[:, :, None]).squeeze(-1)
 
 
