@@ -9,7 +9,7 @@ import torch
 
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
-from polyrec.features.image import embed_item_images, load_image_encoder
+from polyrec.features.image import PixelEncoder, embed_item_images, load_image_encoder
 from polyrec.features.matrix import (
     attach_features,
     load_feature_matrices,
@@ -110,6 +110,26 @@ def test_image_embeddings_from_files(tmp_path, data):
     assert not np.allclose(emb[0], emb[1])
     with pytest.raises(PolyrecError, match="no item image found"):
         embed_item_images(data, tmp_path, _TinyCNN(), pattern="{item}.jpg")
+
+
+def test_pixel_encoder_hand_computed(tmp_path, data):
+    from PIL import Image
+
+    img = Image.new("RGB", (2, 1))
+    img.putpixel((0, 0), (255, 0, 0))
+    img.putpixel((1, 0), (0, 0, 255))
+    got = PixelEncoder(size=2).encode([img])
+    # resized 2x2 (nearest rows repeat); centred on the image mean (1/3 of full intensity)
+    assert got.shape == (1, 12)
+    np.testing.assert_allclose(got.mean(), 0.0, atol=1e-6)
+    first = got[0, :3] + 1 / 3
+    np.testing.assert_allclose(first, [1.0, 0.0, 0.0], atol=1e-6)
+    ext = data.item_ids.external[1]
+    img.save(tmp_path / f"{ext}.png")
+    emb, has = embed_item_images(data, tmp_path, PixelEncoder(size=4), pattern="{item}.png")
+    assert emb.shape == (data.n_items, 48) and has.tolist().count(True) == 1
+    with pytest.raises(PolyrecError, match="size must be >= 1"):
+        PixelEncoder(size=0)
 
 
 @pytest.mark.slow  # importing sentence-transformers (transformers) takes ~20 s on this machine

@@ -35,6 +35,26 @@ class ImageEncoder(Protocol):
         ...
 
 
+class PixelEncoder:
+    """A model-free :class:`ImageEncoder`: each image resized to ``size x size`` RGB, its
+    pixels centred on the image's mean and flattened (``3 * size**2`` values). A weak but
+    weight-free baseline for machines without a CLIP model (and for synthetic images)."""
+
+    def __init__(self, size: int = 16) -> None:
+        if size < 1:
+            raise PolyrecError(f"pixel encoder size must be >= 1, got {size}")
+        self.size = size
+
+    def encode(self, images: list[Any], batch_size: int = 32, **kwargs: Any) -> np.ndarray:
+        """``(len(images), 3 * size**2)`` float32 centred pixels of PIL images."""
+        rows = [
+            np.asarray(img.convert("RGB").resize((self.size, self.size)), np.float32).ravel()
+            for img in images
+        ]
+        out = np.stack(rows) / 255.0
+        return out - out.mean(axis=1, keepdims=True)
+
+
 def load_image_encoder(model: str | Path = DEFAULT_IMAGE_MODEL, device: str = "cpu") -> Any:
     """A sentence-transformers CLIP model by hub name or local path, offline only (the local
     Hugging Face cache or a folder), with one clear error when sentence-transformers is missing
