@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from polyrec.data.io import (
     attach_side_data,
+    read_amazon_reviews,
     read_item_table,
     read_lcrec,
     read_lightgcn_split,
@@ -407,3 +409,53 @@ def test_attach_side_data_aligns_and_joins(tmp_path):
     assert ds.item_data["title"].isna().tolist() == [False, True, True]
     assert ds.item_data["brand"].tolist()[1:] == ["b20", "b30"]
     assert ds.user_data["age"].isna().tolist() == [True, False]
+
+
+# ------------------------------------------------------------------------- Amazon reviews
+AMAZON_LINES = [
+    {"overall": 5.0, "reviewerID": "U2", "asin": "B1", "unixReviewTime": 300,
+     "summary": "Great", "reviewText": "Smells nice.", "style": {"Size:": " 7 oz"}},
+    {"overall": 2.0, "reviewerID": "U1", "asin": "B1", "unixReviewTime": 100,
+     "reviewText": "Too strong", "style": {"Size:": " 7 oz"}},
+    {"overall": 4.0, "reviewerID": "U1", "asin": "B2", "unixReviewTime": 200,
+     "summary": "Fine", "style": {"Color:": " Red", "Size:": " S"}},
+    {"overall": 3.0, "reviewerID": "U2", "asin": "B3", "unixReviewTime": 400},
+]  # fmt: skip
+
+
+def test_amazon_reviews_gzipped_json_lines(tmp_path):
+    path = tmp_path / "All_Beauty_5.json.gz"
+    path.write_bytes(gzip.compress("\n".join(map(json.dumps, AMAZON_LINES)).encode()))
+    ds = read_amazon_reviews(path)
+    assert (ds.n_users, ds.n_items, ds.n_interactions, ds.name) == (2, 3, 4, "All_Beauty_5")
+    assert ds.user_ids.to_external(ds.users).tolist() == ["U2", "U1", "U1", "U2"]
+    assert ds.ratings.tolist() == [5.0, 2.0, 4.0, 3.0]
+    assert ds.timestamps.tolist() == [300, 100, 200, 400]
+    assert ds.interaction_data["review"].tolist() == [
+        "Great. Smells nice",
+        "Too strong",
+        "Fine",
+        "",
+    ]
+    assert ds.item_data["style"].tolist() == ["Size: 7 oz", "Color: Red; Size: S", ""]
+    plain = tmp_path / "plain.json"
+    plain.write_text("\n".join(map(json.dumps, AMAZON_LINES)) + "\n\n")
+    assert read_amazon_reviews(plain).n_interactions == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"overall": 5, "asin": "B1", "unixReviewTime": 1}', "x.json:1: no field 'reviewerID'"),
+        ('{"overall": 5, "reviewerID": "U", "asin": "B", "unixReviewTime": 1}\n{bad',
+         "x.json:2: invalid JSON"),
+        ('{"overall": "5", "reviewerID": "U", "asin": "B", "unixReviewTime": 1}',
+         "x.json:1: 'overall' and 'unixReviewTime' must be numbers"),
+        ("", "x.json: no review"),
+    ],
+)  # fmt: skip
+def test_amazon_reviews_errors_name_file_and_line(tmp_path, text, message):
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    with pytest.raises(PolyrecError, match=message):
+        read_amazon_reviews(path)

@@ -15,6 +15,8 @@ Formats:
   Wang et al., SIGIR 2019) and S3-Rec sequences (Zhou et al., CIKM 2020); ``uid iid`` pairs
   as in SASRec (Kang & McAuley, ICDM 2018).
 * LC-Rec ``NAME.inter.json`` / ``NAME.item.json`` (Zheng et al., ICDE 2024).
+* Amazon Review Data (2018) JSON lines ``*.json`` / ``*.json.gz`` (Ni, Li & McAuley, EMNLP
+  2019): ratings, times and review text.
 * Any CSV/TSV/Parquet table with a column mapping.
 
 Catalogue: the items (and users) that occur in the interaction files. Side-file rows for ids
@@ -26,9 +28,11 @@ history in a ``uid i1 ...`` file, who keep their id.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import re
+import zlib
 from collections.abc import Mapping
 from itertools import chain
 from pathlib import Path
@@ -43,6 +47,7 @@ from polyrec.errors import PolyrecError
 __all__ = [
     "attach_side_data",
     "movielens_side_data",
+    "read_amazon_reviews",
     "read_item_table",
     "read_lcrec",
     "read_lightgcn_split",
@@ -406,6 +411,75 @@ def read_lcrec(path: str | Path) -> Dataset:
     )
 
 
+# ------------------------------------------------------------------------- Amazon reviews
+_AMAZON_REQUIRED = ("reviewerID", "asin", "overall", "unixReviewTime")
+
+
+def read_amazon_reviews(path: str | Path) -> Dataset:
+    """Amazon Review Data (2018) reviews: one JSON object per line, gzipped or not.
+
+    ``reviewerID`` / ``asin`` / ``overall`` / ``unixReviewTime`` become user, item, rating and
+    timestamp; ``interaction_data`` holds ``review`` (the ``summary`` and the ``reviewText``
+    joined with ". ", what preference generators read) and ``summary``. ``item_data["style"]``
+    is each item's most frequent ``style`` (e.g. "Size: 7.0 oz; Flavor: Classic Ice Blue"), the
+    only item description these files carry (titles are in the separate ``meta_*`` files).
+    """
+    file = Path(path)
+    raw = _read_bytes(file)
+    try:
+        text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise PolyrecError(f"{file}: not a readable gzip file ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise PolyrecError(f"{file}: not UTF-8 text ({exc.reason})") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PolyrecError(f"{file}:{number}: invalid JSON ({exc.msg})") from None
+        missing = [k for k in _AMAZON_REQUIRED if not isinstance(rec, dict) or k not in rec]
+        if missing:
+            raise PolyrecError(f"{file}:{number}: no field {missing[0]!r}")
+        if not isinstance(rec["overall"], int | float) or not isinstance(
+            rec["unixReviewTime"], int
+        ):
+            raise PolyrecError(f"{file}:{number}: 'overall' and 'unixReviewTime' must be numbers")
+        records.append(rec)
+    if not records:
+        raise PolyrecError(f"{file}: no review")
+    frame = pd.DataFrame.from_records(records)
+    summary = frame.get("summary", pd.Series("", index=frame.index)).fillna("").astype(str)
+    body = frame.get("reviewText", pd.Series("", index=frame.index)).fillna("").astype(str)
+    review = (summary.str.strip() + ". " + body.str.strip()).str.strip(". ")
+    style = frame.get("style", pd.Series(None, index=frame.index)).map(_style_text)
+    items = (
+        pd.DataFrame({"asin": frame["asin"].astype(str), "style": style})
+        .loc[lambda f: f["style"] != ""]
+        .groupby("asin")["style"]
+        .agg(lambda s: s.value_counts().index[0])
+        .to_frame()
+    )
+    return _build(
+        frame["reviewerID"].astype(str).to_numpy(object),
+        frame["asin"].astype(str).to_numpy(object),
+        timestamps=frame["unixReviewTime"].to_numpy(np.int64),
+        ratings=frame["overall"].to_numpy(np.float32),
+        item_data=items.reindex(frame["asin"].astype(str).unique(), fill_value=""),
+        interaction_data=pd.DataFrame({"review": review, "summary": summary}),
+        name=file.name.split(".json")[0],
+    )
+
+
+def _style_text(style: Any) -> str:
+    """``{"Size:": " 7.0 oz", "Flavor:": " Ice"}`` -> ``"Size: 7.0 oz; Flavor: Ice"``."""
+    if not isinstance(style, dict):
+        return ""
+    return "; ".join(f"{str(k).rstrip(':').strip()}: {str(v).strip()}" for k, v in style.items())
+
+
 # ---------------------------------------------------------------------------------- tables
 def read_table(
     path: str | Path,
@@ -757,6 +831,7 @@ def _build(
     all_users: np.ndarray | None = None,
     item_data: pd.DataFrame | None = None,
     user_data: pd.DataFrame | None = None,
+    interaction_data: pd.DataFrame | None = None,
 ) -> Dataset:
     """Dataset over sorted ids of the interactions (plus ``all_users``), side data aligned."""
     user_index = _sorted_index(users if all_users is None else np.concatenate([users, all_users]))
@@ -770,6 +845,7 @@ def _build(
         ratings=ratings,
         item_data=None if item_data is None else _reindex(item_data, item_index),
         user_data=None if user_data is None else _reindex(user_data, user_index),
+        interaction_data=interaction_data,
         name=name,
     )
 

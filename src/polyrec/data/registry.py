@@ -37,6 +37,7 @@ from polyrec.data.dataset import Dataset
 from polyrec.data.io import (
     attach_side_data,
     movielens_side_data,
+    read_amazon_reviews,
     read_item_table,
     read_lcrec,
     read_lightgcn_split,
@@ -154,6 +155,24 @@ _AMAZON = (
     "5-core sequences of K. Zhou et al., S3-Rec, CIKM 2020; Amazon review data: research use"
 )
 
+_AMAZON18 = (
+    "J. Ni, J. Li and J. McAuley, Justifying Recommendations using Distantly-Labeled Reviews "
+    "and Fine-Grained Aspects, EMNLP 2019; Amazon review data: research use"
+)
+# (name, file stem, description): the small 2018 5-core categories, with review text
+_AMAZON18_CATEGORIES = (
+    ("amazon18-beauty", "All_Beauty_5", "991 users, 85 items, 5,269 reviews"),
+    ("amazon18-fashion", "AMAZON_FASHION_5", "406 users, 31 items, 3,176 reviews"),
+    ("amazon18-appliances", "Appliances_5", "47 users, 48 items, 2,277 reviews"),
+    ("amazon18-gift-cards", "Gift_Cards_5", "458 users, 148 items, 2,972 reviews"),
+    ("amazon18-magazines", "Magazine_Subscriptions_5", "348 users, 157 items, 2,375 reviews"),
+)
+
+
+def _amazon18(stem: str, suffix: str) -> Callable[[Path], Dataset]:
+    return lambda root: read_amazon_reviews(root / "amazon2018_5core_reviews" / f"{stem}{suffix}")
+
+
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
@@ -245,6 +264,19 @@ BUILTINS: dict[str, Builtin] = {
             "H. Zhu et al., Learning Tree-based Deep Model for Recommender Systems, KDD 2018; "
             "Alibaba Tianchi dataset 649: research use only",
             layouts=(Layout(("taobao_userbehavior_head/UserBehavior_head.csv",), _taobao_head),),
+        ),
+        *(
+            Builtin(
+                name,
+                f"Amazon 2018 5-core {stem[:-2].replace('_', ' ')} with ratings, times and "
+                f"review text: {sizes}",
+                _AMAZON18,
+                layouts=tuple(
+                    Layout((f"amazon2018_5core_reviews/{stem}{suffix}",), _amazon18(stem, suffix))
+                    for suffix in (".json.gz", ".json")
+                ),
+            )
+            for name, stem, sizes in _AMAZON18_CATEGORIES
         ),
         Builtin(
             "synthetic",
