@@ -184,8 +184,10 @@ def part_preferences(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_yaml(ROOT.parent / "configs" / "amazon-scientific" / "mender.yaml")
     for key in ("model", "dataset", "split"):
         cfg.pop(key, None)
-    # synthetic items: title + category text; a few hundred items need small codebooks
-    cfg.update(item_features="text", text_fields=("title", "category"), eval_every=2)
+    # synthetic items: title + category text; the Amazon 2018 review files carry only each
+    # item's style ("Size: 7 oz; Scent: ..."); a few hundred items need small codebooks
+    fields = ("title", "category") if args.dataset == "synthetic" else ("style",)
+    cfg.update(item_features="text", text_fields=fields, eval_every=2)
     cfg["semantic_ids"] = {"method": "rqvae", "rqvae": {"codebook_size": 16, "epochs": 100}}
     models: dict[str, Recommender] = {
         "sasrec": SASRec(dim=64, dropout=0.2, max_len=20, epochs=200, patience=5, progress=False),
