@@ -362,7 +362,8 @@ def unlearn(
     The run's data is prepared again as recorded and the request applied to its training part.
     The new run directory holds the unlearned model and a record whose test metrics are the
     forget/retain report: retain-test recall/NDCG, forget-set recall and rank, the
-    membership-attack AUC and the seconds taken.
+    membership-attack AUC and the seconds taken. MMRecUn stops early once forgotten pairs are
+    recalled no better than the run's validation pairs (when the run has a validation split).
 
     Examples:
 
