@@ -98,7 +98,9 @@ def mmrecun(
     if epochs < 1 or forget_passes < 1:
         raise PolyrecError("mmrecun needs epochs >= 1 and forget_passes >= 1")
     inner = require_torch(unwrap(model)[0], "mmrecun")
-    if reference is not None and reference.item_ids != train.item_ids:
+    if reference is not None and (
+        reference.item_ids != train.item_ids or reference.user_ids != train.user_ids
+    ):
         raise PolyrecError("mmrecun: reference must share the training data's id maps")
     applied = apply_request(train, request)
     rebind(inner, applied)
