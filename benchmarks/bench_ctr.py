@@ -17,9 +17,10 @@ path and from the representation path (norm ratio, cosine, share of conflicting 
 initialisation and after training, into ``ctr_gradient_conflict.json``.
 
 ``--summarize`` reads every ``ctr_taobao_head_<config>.json`` and writes
-``ctr_taobao_head_summary.json``: mean and std over seeds per config, paired t / Wilcoxon tests
-of per-user test AUC between DARE and each baseline, and DARE's attention dim 16 vs 64 (search
-speed-up and AUC difference).
+``ctr_taobao_head_summary.json``: mean and std over seeds per config, DeLong tests of DARE's
+test AUC against each other config (per seed and on seed-averaged predictions), paired t /
+Wilcoxon tests of per-user test AUC between DARE and each baseline, and DARE's attention dim
+16 vs 64 (search speed-up and AUC difference).
 
     OMP_NUM_THREADS=1 POLYREC_DATA_DIR=/work/shared/data python benchmarks/bench_ctr.py \\
         --configs dare twin --seeds 0 1 2
@@ -42,7 +43,7 @@ import torch
 from polyrec.config import build, load_yaml
 from polyrec.data.ctr import build_ctr_samples
 from polyrec.eval.ctr_metrics import per_user_auc
-from polyrec.eval.significance import paired_tests, summarize_seeds
+from polyrec.eval.significance import delong_test, paired_tests, summarize_seeds
 from polyrec.models.ranking.analysis import gradient_conflict, search_timing
 from polyrec.models.ranking.base import get_ranker_class
 from polyrec.models.ranking.experiment import CTRRunConfig, load_log, train_eval
@@ -83,7 +84,7 @@ def run(configs: list[str], seeds: list[int], data_dir: str | None, suite: str) 
             "versions": versions(),
             "runs": [],
         }
-        user_aucs = []
+        user_aucs, test_scores = [], []
         for seed in seeds:
             start_cpu = time.process_time()
             model, result = train_eval(cfg.model, cfg.params, data, seed)
@@ -91,10 +92,10 @@ def run(configs: list[str], seeds: list[int], data_dir: str | None, suite: str) 
             result["train_samples_per_second"] = float(
                 np.mean([h["samples_per_second"] for h in result["history"]])
             )
-            users, aucs, _ = per_user_auc(
-                data.test.user, data.test.label, model.predict_proba(data.test)
-            )
+            scores = model.predict_proba(data.test)
+            users, aucs, _ = per_user_auc(data.test.user, data.test.label, scores)
             user_aucs.append(aucs)
+            test_scores.append(np.round(scores, 6).tolist())
             result["peak_rss_mb"] = peak_rss_mb()
             out["runs"].append(result)
             out["summary"] = summarize_seeds([r["test"] for r in out["runs"]])
@@ -102,6 +103,9 @@ def run(configs: list[str], seeds: list[int], data_dir: str | None, suite: str) 
                 "users": users.tolist(),
                 "auc_mean_over_seeds": np.mean(user_aucs, axis=0).tolist(),
             }
+            # every test prediction, per seed, for DeLong tests between configs
+            out["test_labels"] = data.test.label.astype(int).tolist()
+            out["test_scores"] = {"seeds": seeds[: len(test_scores)], "scores": test_scores}
             (RESULTS / f"{SUITES[suite][1]}{name}.json").write_text(
                 json.dumps(out, indent=1) + "\n"
             )
@@ -167,6 +171,27 @@ def conflict(configs: list[str], data_dir: str | None) -> None:
     (RESULTS / "ctr_gradient_conflict.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
+def delong_vs_dare(res: dict[str, Any]) -> dict[str, Any]:
+    """DeLong tests of DARE's test AUC against every other config on the same samples: per
+    seed (same seed index) and for the seed-averaged predictions."""
+    out: dict[str, Any] = {}
+    if "dare" not in res or "test_scores" not in res["dare"]:
+        return out
+    labels = np.array(res["dare"]["test_labels"])
+    mine = np.array(res["dare"]["test_scores"]["scores"])
+    for other in sorted(set(res) - {"dare"}):
+        theirs_raw = res[other].get("test_scores")
+        if theirs_raw is None or res[other]["test_labels"] != res["dare"]["test_labels"]:
+            continue
+        theirs = np.array(theirs_raw["scores"])
+        n = min(len(mine), len(theirs))
+        out[f"dare_vs_{other}"] = {
+            "per_seed": [delong_test(labels, mine[i], theirs[i]) for i in range(n)],
+            "seed_mean_scores": delong_test(labels, mine[:n].mean(0), theirs[:n].mean(0)),
+        }
+    return out
+
+
 def summarize(suite: str) -> None:
     """Aggregate every per-config file into the summary (see module docstring)."""
     prefix = SUITES[suite][1]
@@ -198,7 +223,11 @@ def summarize(suite: str) -> None:
             paired[f"dare_vs_{other}"] = paired_tests(
                 np.array(dare["auc_mean_over_seeds"]), np.array(theirs["auc_mean_over_seeds"])
             )
-    summary: dict[str, Any] = {"table": table, "paired_per_user_test_auc": paired}
+    summary: dict[str, Any] = {
+        "table": table,
+        "paired_per_user_test_auc": paired,
+        "delong_test_auc": delong_vs_dare(res),
+    }
     timing_file = RESULTS / "ctr_search_timing.json"  # measured on the taobao suite's dims
     if suite == "taobao" and timing_file.is_file() and "dare" in table and "dare_att64" in table:
         times = json.loads(timing_file.read_text())["configs"]

@@ -10,6 +10,8 @@ from scipy import stats
 
 from polyrec.errors import PolyrecError
 from polyrec.eval import benjamini_hochberg, compare_runs, holm, paired_tests, summarize_seeds
+from polyrec.eval.ctr_metrics import auc
+from polyrec.eval.significance import delong_test
 
 A = np.array([0.10, 0.40, 0.35, 0.80, 0.50, 0.20, 0.65, 0.30])
 B = np.array([0.05, 0.30, 0.40, 0.60, 0.45, 0.10, 0.50, 0.31])
@@ -100,3 +102,40 @@ def test_summarize_seeds():
         summarize_seeds([{"hr@5": 0.5}, {"hr@10": 0.5}])
     with pytest.raises(PolyrecError, match="no run summaries"):
         summarize_seeds([])
+
+
+def _delong_by_definition(y, a, b):
+    """DeLong et al. (1988) with explicit pairwise kernels psi(x, z) = 1, 1/2, 0."""
+    comps = []
+    for s in (a, b):
+        x, z = s[y == 1], s[y == 0]
+        psi = (x[:, None] > z[None, :]) + 0.5 * (x[:, None] == z[None, :])
+        comps.append((psi.mean(), psi.mean(axis=1), psi.mean(axis=0)))
+    (auc_a, v10_a, v01_a), (auc_b, v10_b, v01_b) = comps
+    s10 = np.cov(np.stack([v10_a, v10_b]))
+    s01 = np.cov(np.stack([v01_a, v01_b]))
+    m, n = (y == 1).sum(), (y == 0).sum()
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
+    return auc_a, auc_b, var
+
+
+def test_delong_matches_the_pairwise_definition_with_ties():
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.3).astype(int)
+    a = np.round(y + rng.normal(size=300), 1)  # rounding makes ties
+    b = np.round(0.5 * y + rng.normal(size=300), 1)
+    got = delong_test(y, a, b)
+    auc_a, auc_b, var = _delong_by_definition(y, a, b)
+    assert got["auc_a"] == pytest.approx(auc_a) and got["auc_b"] == pytest.approx(auc_b)
+    assert got["auc_a"] == pytest.approx(auc(y, a))
+    assert got["se"] == pytest.approx(math.sqrt(var))
+    z = (auc_a - auc_b) / math.sqrt(var)
+    assert got["z"] == pytest.approx(z) and got["pvalue"] == pytest.approx(
+        2 * stats.norm.sf(abs(z))
+    )
+    same = delong_test(y, a, a)
+    assert same["diff"] == 0 and same["pvalue"] == 1.0
+    with pytest.raises(PolyrecError, match="0 or 1"):
+        delong_test(np.array([0, 1, 2, 1]), a[:4], b[:4])
+    with pytest.raises(PolyrecError, match=">= 2 positives"):
+        delong_test(np.array([0, 0, 0, 1]), a[:4], b[:4])
