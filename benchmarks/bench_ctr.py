@@ -17,10 +17,10 @@ path and from the representation path (norm ratio, cosine, share of conflicting 
 initialisation and after training, into ``ctr_gradient_conflict.json``.
 
 ``--summarize`` reads every ``ctr_taobao_head_<config>.json`` and writes
-``ctr_taobao_head_summary.json``: mean and std over seeds per config, DeLong tests of DARE's
-test AUC against each other config (per seed and on seed-averaged predictions), paired t /
-Wilcoxon tests of per-user test AUC between DARE and each baseline, and DARE's attention dim
-16 vs 64 (search speed-up and AUC difference).
+``ctr_taobao_head_summary.json``: mean and std over seeds per config, DeLong tests of the test
+AUC of every ``dare*`` config against each other config (per seed and on seed-averaged
+predictions), paired t / Wilcoxon tests of per-user test AUC between DARE and each baseline,
+and DARE's attention dim 16 vs 64 (search speed-up and AUC difference).
 
     OMP_NUM_THREADS=1 POLYREC_DATA_DIR=/work/shared/data python benchmarks/bench_ctr.py \\
         --configs dare twin --seeds 0 1 2
@@ -172,23 +172,23 @@ def conflict(configs: list[str], data_dir: str | None) -> None:
 
 
 def delong_vs_dare(res: dict[str, Any]) -> dict[str, Any]:
-    """DeLong tests of DARE's test AUC against every other config on the same samples: per
-    seed (same seed index) and for the seed-averaged predictions."""
+    """DeLong tests of each DARE config's test AUC against every non-DARE config on the same
+    samples: per seed (same seed index) and for the seed-averaged predictions."""
     out: dict[str, Any] = {}
-    if "dare" not in res or "test_scores" not in res["dare"]:
-        return out
-    labels = np.array(res["dare"]["test_labels"])
-    mine = np.array(res["dare"]["test_scores"]["scores"])
-    for other in sorted(set(res) - {"dare"}):
-        theirs_raw = res[other].get("test_scores")
-        if theirs_raw is None or res[other]["test_labels"] != res["dare"]["test_labels"]:
-            continue
-        theirs = np.array(theirs_raw["scores"])
-        n = min(len(mine), len(theirs))
-        out[f"dare_vs_{other}"] = {
-            "per_seed": [delong_test(labels, mine[i], theirs[i]) for i in range(n)],
-            "seed_mean_scores": delong_test(labels, mine[:n].mean(0), theirs[:n].mean(0)),
-        }
+    scored = {name: r for name, r in res.items() if "test_scores" in r}
+    for mine_name in sorted(n for n in scored if n.startswith("dare")):
+        labels = scored[mine_name]["test_labels"]
+        mine = np.array(scored[mine_name]["test_scores"]["scores"])
+        for other in sorted(n for n in scored if not n.startswith("dare")):
+            if scored[other]["test_labels"] != labels:
+                continue
+            theirs = np.array(scored[other]["test_scores"]["scores"])
+            n = min(len(mine), len(theirs))
+            y = np.array(labels)
+            out[f"{mine_name}_vs_{other}"] = {
+                "per_seed": [delong_test(y, mine[i], theirs[i]) for i in range(n)],
+                "seed_mean_scores": delong_test(y, mine[:n].mean(0), theirs[:n].mean(0)),
+            }
     return out
 
 
