@@ -7,9 +7,12 @@ original model is trained on the training split, then each method unlearns the r
 polyrec.unlearn.evaluate reports retain-test Recall/NDCG@20, forget-set Recall@20 and mean
 percentile rank, the membership-inference AUC and the wall time (speed-up vs gold). SISA is its
 own ensemble (4 user-partitioned FREEDOM shards, each trained the same number of epochs); its
-time is the time to retrain the affected shards.
+time is the time to retrain the affected shards. The split is 70/10/20 per user; MMRecUn's
+stopping rule reads the validation part, which no model trains on.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_unlearn.py --dataset amazon-scientific
+    python benchmarks/bench_unlearn.py --requests users:0.01 --first-seed 3 --seeds 6 \
+        --out benchmarks/results/unlearn_amazon-scientific_users_seeds3-8.json   # more seeds
 
 Writes benchmarks/results/unlearn_<dataset>.json.
 """
@@ -20,6 +23,7 @@ import argparse
 import copy
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +40,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     add_unlearning_arguments(parser)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, +1, ...")
+    parser.add_argument("--out", help="default: results/unlearn_<dataset>.json")
     parser.add_argument("--mmrecun-epochs", type=int, default=None, help="default: mmrecun's (4)")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--shards", type=int, default=4)
@@ -44,7 +50,8 @@ def main() -> None:
     opts, feature_info, split, requests = unlearning_setup(args)
     train, test = split.train, split.test
     rows = []
-    for seed in range(args.seeds):
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    for seed in seeds:
         start = time.perf_counter()
         original = FREEDOM({**opts, "seed": seed}).fit(train)
         original_seconds = time.perf_counter() - start
@@ -120,7 +127,7 @@ def main() -> None:
         "base_model": {"name": "freedom", "config": opts, "features": feature_info},
         "protocol": {
             "split": "ratio 0.7/0.1/0.2 per user, seed 0 (validation: MMRecUn's stopping rule)",
-            "seeds": args.seeds,
+            "seeds": seeds,
             "mmrecun_max_epochs": args.mmrecun_epochs or 4,
             "mmrecun_stopping_rule": "forget Recall@20 <= validation Recall@20, same users",
             "finetune_epochs": args.finetune_epochs,
@@ -133,7 +140,7 @@ def main() -> None:
         "peak_rss_mb": peak_rss_mb(),
         "versions": versions(),
     }
-    path = ROOT / "benchmarks" / "results" / f"unlearn_{args.dataset}.json"
+    path = Path(args.out or ROOT / "benchmarks" / "results" / f"unlearn_{args.dataset}.json")
     path.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {path}")
 
