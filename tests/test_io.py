@@ -450,7 +450,11 @@ def test_amazon_reviews_gzipped_json_lines(tmp_path):
         ('{"overall": 5, "reviewerID": "U", "asin": "B", "unixReviewTime": 1}\n{bad',
          "x.json:2: invalid JSON"),
         ('{"overall": "5", "reviewerID": "U", "asin": "B", "unixReviewTime": 1}',
-         "x.json:1: 'overall' and 'unixReviewTime' must be numbers"),
+         "x.json:1: 'overall' must be a finite number"),
+        ('{"overall": NaN, "reviewerID": "U", "asin": "B", "unixReviewTime": 1}',
+         "x.json:1: 'overall' must be a finite number"),
+        ('{"overall": 5, "reviewerID": "U", "asin": "B", "unixReviewTime": "1"}',
+         "x.json:1: 'unixReviewTime' must be an integer"),
         ("", "x.json: no review"),
     ],
 )  # fmt: skip

@@ -31,6 +31,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import re
 import zlib
 from collections.abc import Mapping
@@ -443,10 +444,11 @@ def read_amazon_reviews(path: str | Path) -> Dataset:
         missing = [k for k in _AMAZON_REQUIRED if not isinstance(rec, dict) or k not in rec]
         if missing:
             raise PolyrecError(f"{file}:{number}: no field {missing[0]!r}")
-        if not isinstance(rec["overall"], int | float) or not isinstance(
-            rec["unixReviewTime"], int
-        ):
-            raise PolyrecError(f"{file}:{number}: 'overall' and 'unixReviewTime' must be numbers")
+        rating = rec["overall"]
+        if not isinstance(rating, int | float) or not math.isfinite(rating):
+            raise PolyrecError(f"{file}:{number}: 'overall' must be a finite number")
+        if not isinstance(rec["unixReviewTime"], int):
+            raise PolyrecError(f"{file}:{number}: 'unixReviewTime' must be an integer")
         records.append(rec)
     if not records:
         raise PolyrecError(f"{file}: no review")
