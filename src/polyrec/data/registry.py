@@ -159,7 +159,7 @@ _AMAZON18 = (
     "J. Ni, J. Li and J. McAuley, Justifying Recommendations using Distantly-Labeled Reviews "
     "and Fine-Grained Aspects, EMNLP 2019; Amazon review data: research use"
 )
-# (name, file stem, description): the small 2018 5-core categories, with review text
+# (name, file stem, sizes): the small 2018 5-core categories, with review text
 _AMAZON18_CATEGORIES = (
     ("amazon18-beauty", "All_Beauty_5", "991 users, 85 items, 5,269 reviews"),
     ("amazon18-fashion", "AMAZON_FASHION_5", "406 users, 31 items, 3,176 reviews"),
