@@ -273,6 +273,7 @@ def test_negatives_avoid_history_and_are_reproducible():
 @pytest.mark.parametrize("numpy_blas", [True, False])
 def test_inner_products_agree_on_both_blas_paths(monkeypatch, numpy_blas):
     monkeypatch.setattr(ranking, "numpy_blas_is_faster", lambda: numpy_blas)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     gen = torch.Generator().manual_seed(0)
     queries, items = torch.randn(2, 5, 8, generator=gen), torch.randn(11, 8, generator=gen)
     expected = torch.einsum("bnd,id->bni", queries.double(), items.double())

@@ -46,13 +46,18 @@ def numpy_blas_is_faster() -> bool:
 def inner_products(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """``queries @ items.T`` for scoring: every item's score for each query row.
 
-    Without autograd, float32 CPU tensors are multiplied by numpy's BLAS where it is the faster
-    one (:func:`numpy_blas_is_faster`); anything else (GPU, gradients, other dtypes) by torch.
+    Without autograd, float32 CPU tensors of a single-threaded process (``torch.get_num_threads()
+    == 1``, e.g. ``OMP_NUM_THREADS=1``) are multiplied by numpy's BLAS where it is the faster one
+    (:func:`numpy_blas_is_faster`); anything else (GPU, gradients, other dtypes, several threads)
+    by torch. With several threads, OpenBLAS's worker pool keeps spinning after the product
+    while torch's OpenMP pool masks and ranks the scores on the same cores: a 1M-interaction
+    evaluation on 2 threads took 2.2 s through numpy against 1.85 s through torch.
     """
     if (
         queries.device.type == items.device.type == "cpu"
         and queries.dtype == items.dtype == torch.float32
         and not (torch.is_grad_enabled() and (queries.requires_grad or items.requires_grad))
+        and torch.get_num_threads() == 1
         and numpy_blas_is_faster()
     ):
         return torch.from_numpy(np.matmul(queries.detach().numpy(), items.detach().numpy().T))
