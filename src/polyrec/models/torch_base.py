@@ -118,6 +118,10 @@ class TorchRecommender(Recommender):
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scalar loss of ``batch`` through one ``self.train_module(...)`` call."""
 
+    def clear_score_cache(self) -> None:
+        """Forget anything cached from the current weights, after they were changed outside
+        ``fit`` (unlearning); models that cache nothing need not override it."""
+
     def _get_state(self) -> dict[str, Any]:
         return {
             "dims": dict(self.dims),

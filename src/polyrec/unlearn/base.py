@@ -121,7 +121,7 @@ def rebind(model: Recommender, applied: AppliedRequest) -> None:
         model.module = model._build(model.dims).to(model.device)
         model.module.load_state_dict(state)
         model.train_module = model.module
-    _drop_score_cache(model)
+        model.clear_score_cache()
 
 
 def require_torch(model: Recommender, method: str) -> TorchRecommender:
@@ -151,7 +151,7 @@ def reset_users(model: TorchRecommender, users: np.ndarray, seed: int = 0) -> No
     with torch.no_grad():
         for name in model.user_tables:
             state[name][rows] = fresh[name][rows].to(state[name].device)
-    _drop_score_cache(model)
+    model.clear_score_cache()
 
 
 def train_steps(
@@ -192,18 +192,12 @@ def train_steps(
                 )
             if stop is not None and steps % check_every == 0:
                 model.module.eval()
-                _drop_score_cache(model)
+                model.clear_score_cache()
                 if stop():
                     model.history.append({"unlearning_batches": steps, "stopped_by_rule": True})
                     return steps
                 model.module.train()
     model.module.eval()
-    _drop_score_cache(model)
+    model.clear_score_cache()
     model.history.append({"unlearning_batches": steps, "stopped_by_rule": False})
     return steps
-
-
-def _drop_score_cache(model: Recommender) -> None:
-    """Forget scores cached from earlier weights (GraphBPR's propagated embeddings)."""
-    if hasattr(model, "_final"):
-        model._final = None

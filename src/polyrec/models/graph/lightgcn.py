@@ -78,10 +78,14 @@ class GraphBPR(TorchRecommender):
         assert self.seen is not None
         return GraphOperator(bipartite_adjacency(self.seen, normalization))
 
-    def _fit(self, train: Dataset, valid: Dataset | None) -> None:
+    def clear_score_cache(self) -> None:
+        """Drop the propagated embeddings cached by :meth:`final_embeddings`."""
         self._final = None
+
+    def _fit(self, train: Dataset, valid: Dataset | None) -> None:
+        self.clear_score_cache()
         super()._fit(train, valid)
-        self._final = None  # the trainer may have restored an earlier epoch's weights
+        self.clear_score_cache()  # the trainer may have restored an earlier epoch's weights
 
     def _batches(
         self, train: Dataset, rng: np.random.Generator
@@ -94,7 +98,7 @@ class GraphBPR(TorchRecommender):
         return triple_batches(triples, self.config.batch_size)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        self._final = None
+        self.clear_score_cache()
         x_ui, x_uj, sq_norm = self.train_module(batch["users"], batch["pos"], batch["neg"])
         return F.softplus(x_uj - x_ui).mean() + self.config.reg * 0.5 * sq_norm / len(x_ui)
 
@@ -114,7 +118,7 @@ class GraphBPR(TorchRecommender):
 
     def _set_state(self, state: dict[str, Any]) -> None:
         super()._set_state(state)
-        self._final = None
+        self.clear_score_cache()
 
 
 class LightGCNConfig(GraphBPRConfig):

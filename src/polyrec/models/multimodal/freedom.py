@@ -211,7 +211,7 @@ class FREEDOM(GraphBPR):
         yield from super()._batches(train, rng)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        self._final = None
+        self.clear_score_cache()
         x_ui, x_uj, aux = self.train_module(batch["users"], batch["pos"], batch["neg"])
         loss = F.softplus(x_uj - x_ui).mean() + self.config.modality_weight * aux
         if self.config.reg > 0:
@@ -246,7 +246,7 @@ class FREEDOM(GraphBPR):
         self.module = self._build(self.dims).to(self.device)
         self.module.load_state_dict(state)
         self.train_module = self.module
-        self._final = None
+        self.clear_score_cache()
 
     def drop_modality(self, modality: str) -> None:
         """Stop using ``modality``: rebuild the frozen item graph without it, drop its head."""
@@ -275,4 +275,4 @@ class FREEDOM(GraphBPR):
         self.module = self._build(self.dims)
         self.module.load_state_dict(state)
         self.train_module = self.module
-        self._final = None
+        self.clear_score_cache()
