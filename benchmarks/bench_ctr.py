@@ -178,13 +178,13 @@ def delong_vs_dare(res: dict[str, Any]) -> dict[str, Any]:
     scored = {name: r for name, r in res.items() if "test_scores" in r}
     for mine_name in sorted(n for n in scored if n.startswith("dare")):
         labels = scored[mine_name]["test_labels"]
+        y = np.array(labels)
         mine = np.array(scored[mine_name]["test_scores"]["scores"])
         for other in sorted(n for n in scored if not n.startswith("dare")):
             if scored[other]["test_labels"] != labels:
                 continue
             theirs = np.array(scored[other]["test_scores"]["scores"])
             n = min(len(mine), len(theirs))
-            y = np.array(labels)
             out[f"{mine_name}_vs_{other}"] = {
                 "per_seed": [delong_test(y, mine[i], theirs[i]) for i in range(n)],
                 "seed_mean_scores": delong_test(y, mine[:n].mean(0), theirs[:n].mean(0)),
