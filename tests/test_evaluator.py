@@ -285,3 +285,83 @@ def test_inner_products_agree_on_both_blas_paths(monkeypatch, numpy_blas):
     weights = items.clone().requires_grad_()
     ranking.inner_products(queries, weights).sum().backward()
     torch.testing.assert_close(weights.grad, queries.sum(dim=(0, 1)).expand(11, 8))
+
+
+# ---------------------------------------------------------------------- norm-pruned top-k
+class FactorModel(MatrixModel):
+    """Scores ``U @ V.T`` exposed as factors: ranked through ``NormSortedItems``."""
+
+    name = "factors"
+
+    def __init__(self, users: np.ndarray, items: np.ndarray) -> None:
+        super().__init__(users @ items.T)
+        self.user_vectors = torch.as_tensor(users, dtype=torch.float32)
+        self.item_vectors = torch.as_tensor(items, dtype=torch.float32)
+
+    def _user_factors(self, users: np.ndarray) -> torch.Tensor:
+        return self.user_vectors[torch.from_numpy(users)]
+
+    def _item_factors(self) -> torch.Tensor:
+        return self.item_vectors
+
+
+def _popularity_scaled(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """Vectors whose norms fall off like popularity, as trained item embeddings do."""
+    return rng.normal(size=(n, d)) * (3.0 / np.sqrt(1 + np.arange(n)))[rng.permutation(n), None]
+
+
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_norm_pruned_topk_equals_full_scoring(k):
+    rng = np.random.default_rng(k)
+    queries, items = rng.normal(size=(70, 6)), _popularity_scaled(300, 6, rng)
+    seen = sp.random(70, 300, density=0.1, format="csr", random_state=k)
+    extra = sp.random(70, 300, density=0.05, format="csr", random_state=k + 1)
+    rows = rng.permutation(70)[:50]
+    q, v = torch.tensor(queries, dtype=torch.float32), torch.tensor(items, dtype=torch.float32)
+    scores = q[torch.from_numpy(rows)] @ v.T
+    for m in (seen, extra):
+        ranking.mask_seen_(scores, m, rows)
+    want_vals, want_idx = ranking.topk(scores, k)
+    ranker = ranking.NormSortedItems(v, block_floats=500, first_block=8)
+    vals, idx = ranker.topk(q[torch.from_numpy(rows)], k, [seen, extra], rows)
+    assert ranker.scored < scores.numel()  # items were skipped
+    torch.testing.assert_close(vals, want_vals)
+    torch.testing.assert_close(idx, want_idx)
+
+
+def test_norm_pruned_topk_when_most_items_are_masked():
+    # 3 users, 10 items, user 0 keeps 2 unmasked items: k=4 leaves two -inf slots
+    rng = np.random.default_rng(0)
+    v = torch.tensor(_popularity_scaled(10, 3, rng), dtype=torch.float32)
+    q = torch.tensor(rng.normal(size=(3, 3)), dtype=torch.float32)
+    seen = sp.csr_matrix((np.ones(8), ([0] * 8, [0, 1, 2, 3, 5, 6, 8, 9])), shape=(3, 10))
+    ranker = ranking.NormSortedItems(v, block_floats=6, first_block=2)
+    vals, idx = ranker.topk(q, 4, [seen], np.arange(3))
+    assert torch.isinf(vals[0, 2:]).all() and set(idx[0, :2].tolist()) == {4, 7}
+    want_vals, want_idx = ranking.topk(ranking.mask_seen_(q @ v.T, seen, np.arange(3)), 4)
+    torch.testing.assert_close(vals[1:], want_vals[1:])
+    torch.testing.assert_close(idx[1:], want_idx[1:])
+    torch.testing.assert_close(vals[0, :2], want_vals[0, :2])
+
+
+def test_norm_pruned_topk_passes_nan_through():
+    v = torch.tensor([[1.0, 0.0], [float("nan"), 1.0], [0.5, 0.5]])
+    ranker = ranking.NormSortedItems(v, block_floats=1, first_block=1)
+    vals, _ = ranker.topk(torch.tensor([[1.0, 1.0]]), 2)
+    assert torch.isnan(vals).any()
+
+
+def test_factor_models_evaluate_and_recommend_as_with_full_scores():
+    train, test = _random_split(80, 200, 6, 3, seed=4)
+    rng = np.random.default_rng(5)
+    users, items = rng.normal(size=(80, 8)), _popularity_scaled(200, 8, rng)
+    pruned = FactorModel(users, items).fit(train)
+    full = MatrixModel(users @ items.T).fit(train)
+    a = evaluate(pruned, test, ks=(5, 20), batch_size=16)
+    b = evaluate(full, test, ks=(5, 20), batch_size=16)
+    for key in b.per_user:
+        np.testing.assert_allclose(a.per_user[key], b.per_user[key], err_msg=key)
+    external = train.user_ids.to_external(np.arange(80))
+    rec_a, rec_b = pruned.recommend(external, k=7), full.recommend(external, k=7)
+    np.testing.assert_array_equal(rec_a["item"], rec_b["item"])
+    np.testing.assert_allclose(rec_a["score"], rec_b["score"], rtol=1e-5)

@@ -1,10 +1,12 @@
 """Scoring kernels shared by ``recommend`` and the evaluator: inner-product scores on the
-faster CPU BLAS, masking of seen items, and deterministic batched top-k."""
+faster CPU BLAS, masking of seen items, deterministic batched top-k, and the exact top-k of
+inner products that skips items whose norm rules them out (:class:`NormSortedItems`)."""
 
 from __future__ import annotations
 
 import functools
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +20,13 @@ import torch
 SCORE_BLOCK_FLOATS = 1 << 22
 
 
+# Users ranked at once by :class:`NormSortedItems`, whose memory the block budget bounds.
+FACTOR_BATCH_USERS = 4096
+
+
 def auto_batch_size(n_items: int) -> int:
     """Users to score at once so that a ``(users, n_items)`` block stays near 16 MB."""
-    return max(1, min(4096, SCORE_BLOCK_FLOATS // max(n_items, 1)))
+    return max(1, min(FACTOR_BATCH_USERS, SCORE_BLOCK_FLOATS // max(n_items, 1)))
 
 
 @functools.cache
@@ -64,24 +70,151 @@ def inner_products(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     return queries @ items.T
 
 
+def seen_entries(seen: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(b, i)`` int64 arrays of the entries stored in ``seen[rows[b], i]``."""
+    sub = seen[rows]
+    r = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(sub.indptr))
+    return r, sub.indices.astype(np.int64)
+
+
 def mask_seen_(scores: torch.Tensor, seen: sp.csr_matrix | None, rows: np.ndarray) -> torch.Tensor:
     """Set ``scores[b, i] = -inf`` where ``seen[rows[b], i]`` is stored; in place, returns it."""
     if seen is None:
         return scores
-    sub = seen[rows]
-    if sub.nnz:
-        r = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
-        scores[torch.from_numpy(r), torch.from_numpy(sub.indices.astype(np.int64))] = -torch.inf
+    r, c = seen_entries(seen, rows)
+    if len(r):
+        scores[torch.from_numpy(r), torch.from_numpy(c)] = -torch.inf
     return scores
 
 
 def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` (clipped to the number of columns), sorted descending; ties by lower index."""
     k = min(k, scores.shape[1])
-    vals, idx = torch.topk(scores, k, dim=1, sorted=False)
+    return _rank(*torch.topk(scores, k, dim=1, sorted=False))
+
+
+def _rank(vals: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidates ``(vals, idx)`` of each row sorted by value descending, ties by lower index."""
     # torch.topk's order among equal scores is unspecified: order candidates by index, then
     # stable-sort by score, so equal scores rank the lower item index first.
     by_index = torch.argsort(idx, dim=1)
     vals, idx = torch.gather(vals, 1, by_index), torch.gather(idx, 1, by_index)
     order = torch.argsort(vals, dim=1, descending=True, stable=True)
     return torch.gather(vals, 1, order), torch.gather(idx, 1, order)
+
+
+# A dot product computed in float32 may exceed |q| |v| (the Cauchy-Schwarz bound computed in
+# float32) by rounding: about d * 2^-24 of it for d dimensions. The bound is widened by more.
+BOUND_SLACK = 1e-3
+
+
+class NormSortedItems:
+    """Item vectors sorted by decreasing norm, for the exact top-k of inner products.
+
+    ``q . v <= |q| |v|`` (Cauchy-Schwarz), so once a query's k-th best score exceeds ``|q|``
+    times the largest norm among the items not yet scored, none of them can enter its top-k.
+    :meth:`topk` scores the items in blocks of decreasing norm: a first block of
+    ``first_block`` items gives each query a k-th best score, and every later block, as wide as
+    ``block_floats`` scores allow for the queries still open, only contributes the scores above
+    it. A query closes as soon as its top-k is settled. The result is the one scoring every item
+    and taking :func:`topk` gives: the bound errs on the side of scoring more
+    (``BOUND_SLACK``), a query with fewer than ``k`` unmasked items scores them all, and
+    non-finite vectors are scored in full so that NaN reaches the caller. Queries whose scores
+    fit in one block are scored in full: skipping items pays only beyond that. On trained embeddings
+    popular items have the largest norms and most queries settle early (BPR-MF on Gowalla: a
+    median of 2% of the items scored; ``benchmarks/README.md``, "Scoring kernel"). ``scored``
+    counts the ``(query, item)`` scores computed so far.
+    """
+
+    def __init__(
+        self, items: torch.Tensor, block_floats: int = SCORE_BLOCK_FLOATS, first_block: int = 256
+    ) -> None:
+        norms = items.norm(dim=1)
+        self.order = torch.argsort(norms, descending=True, stable=True)
+        self.items = items[self.order].contiguous()
+        self.norms = norms[self.order]
+        self.position = torch.empty_like(self.order)
+        self.position[self.order] = torch.arange(len(items), device=items.device)
+        self.block_floats, self.first_block = block_floats, first_block
+        self.finite = bool(torch.isfinite(self.norms).all())
+        self.scored = 0
+
+    def topk(
+        self,
+        queries: torch.Tensor,
+        k: int,
+        exclude: Sequence[sp.csr_matrix] = (),
+        rows: np.ndarray | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top ``k`` items (indices into the unsorted item rows) of ``queries @ items.T``,
+        the items stored in ``exclude[m][rows[b]]`` masked for query ``b``: ``(values, items)``
+        as :func:`topk` returns them for the masked score matrix."""
+        n, device = len(self.items), queries.device
+        k = min(k, n)
+        query_norms = queries.norm(dim=1)
+        whole = len(queries) * n <= self.block_floats
+        if whole or not (self.finite and bool(torch.isfinite(query_norms).all())):
+            scores = inner_products(queries, self.items[self.position])
+            self.scored += scores.numel()
+            for m in exclude if rows is not None else ():
+                mask_seen_(scores, m, rows)
+            return topk(scores, k)
+        mask_q, mask_pos = _masked_positions(exclude, rows, self.position)
+        vals = torch.empty((len(queries), k), device=device)
+        idx = torch.empty((len(queries), k), dtype=torch.long, device=device)
+        active = torch.arange(len(queries), device=device)
+        start = 0
+        while len(active) and start < n:
+            width = self.first_block if start == 0 else self.block_floats // len(active)
+            end = min(n, start + max(k, width))
+            scores = inner_products(queries[active], self.items[start:end])
+            self.scored += scores.numel()
+            if mask_q is not None and mask_pos is not None:
+                local = torch.full((len(queries),), -1, dtype=torch.long, device=device)
+                local[active] = torch.arange(len(active), device=device)
+                hit = (mask_pos >= start) & (mask_pos < end) & (local[mask_q] >= 0)
+                scores[local[mask_q[hit]], mask_pos[hit] - start] = -torch.inf
+            if start == 0:
+                best, pick = torch.topk(scores, k, dim=1)
+                vals[active], idx[active] = best, pick
+            else:
+                best = _merge_above_kth(vals, idx, active, scores, start)
+            if end < n:
+                bound = query_norms[active] * self.norms[end] * (1 + BOUND_SLACK)
+                active = active[~(best.min(dim=1).values > bound)]
+            start = end
+        return _rank(vals, self.order[idx])
+
+
+def _merge_above_kth(
+    vals: torch.Tensor, idx: torch.Tensor, active: torch.Tensor, scores: torch.Tensor, start: int
+) -> torch.Tensor:
+    """Merge the block ``scores`` (columns ``start...``) of the ``active`` rows into their
+    top-k ``vals`` / ``idx`` (in place), looking only at the scores above each row's k-th
+    value; returns the active rows' new top-k values."""
+    current = vals[active]
+    hit_r, hit_c = torch.nonzero(scores > current.min(dim=1, keepdim=True).values, as_tuple=True)
+    if len(hit_r) == 0:
+        return current
+    k = current.shape[1]
+    counts = torch.bincount(hit_r, minlength=len(active))
+    slot = k + torch.arange(len(hit_r), device=scores.device) - (counts.cumsum(0) - counts)[hit_r]
+    cand_v = torch.full((len(active), k + int(counts.max())), -torch.inf, device=scores.device)
+    cand_i = torch.zeros(cand_v.shape, dtype=torch.long, device=scores.device)
+    cand_v[:, :k], cand_i[:, :k] = current, idx[active]
+    cand_v[hit_r, slot], cand_i[hit_r, slot] = scores[hit_r, hit_c], hit_c + start
+    best, pick = torch.topk(cand_v, k, dim=1)
+    vals[active], idx[active] = best, torch.gather(cand_i, 1, pick)
+    return best
+
+
+def _masked_positions(
+    exclude: Sequence[sp.csr_matrix], rows: np.ndarray | None, position: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+    """The masked ``(query, item)`` entries as tensors, items as positions in norm order."""
+    if rows is None or not exclude:
+        return None, None
+    entries = [seen_entries(m, rows) for m in exclude]
+    queries = torch.from_numpy(np.concatenate([r for r, _ in entries])).to(position.device)
+    items = torch.from_numpy(np.concatenate([c for _, c in entries])).to(position.device)
+    return queries, position[items]

@@ -1,14 +1,15 @@
 """The one retrieval evaluator: batched full ranking (default) or sampled ranking (on request).
 
 Full ranking (Krichene & Rendle, "On Sampled Metrics for Item Recommendation", KDD 2020): every
-user with at least one test interaction is scored against the whole catalogue, the items of
-every ``exclude`` matrix (by default the model's training items) are masked with
-:func:`polyrec.ranking.mask_seen_`, and the top ``max(ks)`` come from the shared
-:func:`polyrec.ranking.topk` (equal scores: lower item index first, so results are
-deterministic and independent of the batch size). A test item that the user also has in an
-excluded matrix is masked like any other and can never be hit; it still counts in the user's
-number of relevant items (as in RecBole). ``protocol["masked_test_interactions"]`` reports how
-often that happens. Memory is bounded by ``batch_size x n_items``.
+user with at least one test interaction is ranked against the whole catalogue, the items of
+every ``exclude`` matrix (by default the model's training items) masked: the top ``max(ks)``
+come from the model's :meth:`~polyrec.models.base.Recommender.top_items`, the ranking
+``recommend`` uses too (equal scores: lower item index first, so results are deterministic and
+independent of the batch size; inner-product models skip the items their norm rules out). A
+test item that the user also has in an excluded matrix is masked like any other and can never
+be hit; it still counts in the user's number of relevant items (as in RecBole).
+``protocol["masked_test_interactions"]`` reports how often that happens. Memory is bounded by
+``batch_size x n_items`` (inner-product models: by a 4M-score block).
 
 Sampled ranking (the "1 + 100" protocol of NCF / SASRec / BERT4Rec) is used only when a
 :class:`SampledSpec` is given: each test interaction is ranked against ``n_negatives`` items
@@ -34,7 +35,7 @@ from polyrec.errors import PolyrecError
 from polyrec.eval.beyond import BeyondAccuracy
 from polyrec.eval.metrics import RANKING_METRICS, check_ks, check_metrics, ranking_metrics
 from polyrec.models.base import Recommender
-from polyrec.ranking import mask_seen_, topk
+from polyrec.ranking import mask_seen_
 
 _MAX_RESAMPLE_ROUNDS = 1000
 
@@ -153,24 +154,30 @@ def evaluate(
         "tie_break": "lower item index first",
     }
 
-    batches = model.score_batches(eval_users, batch_size)
-    if progress:
-        batches = track(
-            batches,
-            total=-(-len(eval_users) // batch_size),
-            description=f"evaluating {model.name}",
-            transient=True,
-        )
+    def shown(batches: Iterator[Any]) -> Iterator[Any]:
+        if not progress:
+            return batches
+        total = -(-len(eval_users) // batch_size)
+        return track(batches, total=total, description=f"evaluating {model.name}", transient=True)
+
     if sampled is None:
         acc = BeyondAccuracy(ks, model.seen, item_vectors) if beyond else None
-        parts = _full_ranking(batches, masks, test_csr, ks, metrics, acc)
+        ranked = shown(model.top_items(eval_users, ks[-1], masks, batch_size))
+        parts = _full_ranking(ranked, test_csr, ks, metrics, acc)
     else:
         protocol.update(
             n_negatives=sampled.n_negatives, strategy=sampled.strategy, seed=sampled.seed
         )
         acc = None
         parts = _sampled_ranking(
-            batches, masks, test_csr, eval_users, model.seen, sampled, ks, metrics
+            shown(model.score_batches(eval_users, batch_size)),
+            masks,
+            test_csr,
+            eval_users,
+            model.seen,
+            sampled,
+            ks,
+            metrics,
         )
 
     per_user = {key: np.concatenate(vals) for key, vals in parts.items()}
@@ -188,8 +195,7 @@ def evaluate(
 
 # ---------------------------------------------------------------------- full ranking
 def _full_ranking(
-    batches: Iterator[tuple[np.ndarray, torch.Tensor]],
-    masks: list[sp.csr_matrix],
+    ranked: Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]],
     test_csr: sp.csr_matrix,
     ks: tuple[int, ...],
     metrics: tuple[str, ...],
@@ -201,11 +207,8 @@ def _full_ranking(
     test_keys = np.repeat(np.arange(test_csr.shape[0], dtype=np.int64), n_relevant) * n_items
     test_keys += test_csr.indices
     parts: dict[str, list[np.ndarray]] = {}
-    for batch, scores in batches:
-        for m in masks:
-            mask_seen_(scores, m, batch)
-        vals_t, idx_t = topk(scores, ks[-1])
-        vals, idx = vals_t.cpu().numpy(), idx_t.cpu().numpy()
+    for batch, vals_t, idx_t in ranked:
+        vals, idx = vals_t.numpy(), idx_t.numpy()
         _check_finite(vals)
         valid = vals > -np.inf
         query = batch[:, None] * n_items + idx

@@ -5,10 +5,12 @@ A subclass sets ``name`` and ``Config`` and implements:
 
 - ``_fit(train, valid)``: learn from a :class:`~polyrec.data.Dataset` (internal indices);
 - ``_score(users)``: a float32 tensor ``(len(users), n_items)`` of scores for internal users;
+  or, when every score is an inner product, ``_user_factors(users)`` and ``_item_factors()``
+  (then ``recommend`` and the evaluator rank exactly without scoring every item);
 - ``_get_state()`` / ``_set_state(state)``: the learned arrays (numpy or torch), enough to score
   without the training data;
-- optionally ``_item_embeddings()`` (enables ``similar_items`` by cosine similarity) or
-  ``_similar(items)`` for a model-specific item-item score.
+- optionally ``_item_embeddings()`` (enables ``similar_items`` by cosine similarity; default
+  the item factors) or ``_similar(items)`` for a model-specific item-item score.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from pydantic import Field
 from polyrec.config import StrictModel, build
 from polyrec.data.dataset import Dataset, IdMap
 from polyrec.errors import PolyrecError
-from polyrec.ranking import auto_batch_size, inner_products, mask_seen_, topk
+from polyrec.ranking import (
+    FACTOR_BATCH_USERS,
+    NormSortedItems,
+    auto_batch_size,
+    inner_products,
+    mask_seen_,
+    topk,
+)
 
 STATE_FILE = "state.pt"
 META_FILE = "model.json"
@@ -107,10 +116,43 @@ class Recommender(ABC):
                 batch = users[start : start + bs]
                 yield batch, self.score(batch)
 
+    def top_items(
+        self,
+        users: np.ndarray,
+        k: int,
+        exclude: Sequence[sp.csr_matrix] = (),
+        batch_size: int | None = None,
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+        """Yield ``(users_batch, values, items)``: each internal user's ``k`` best items
+        (internal indices, best first, equal scores by lower index; masked slots ``-inf``), the
+        items stored for the user in any ``exclude`` matrix masked. Inner-product models rank
+        through :class:`~polyrec.ranking.NormSortedItems`: the same top-k, most items unscored.
+        """
+        self._check_fitted()
+        bs = self.scoring_batch_size(batch_size)
+        with torch.inference_mode():
+            items = self._item_factors()
+            if items is None:
+                for batch, scores in self.score_batches(users, bs):
+                    for m in exclude:
+                        mask_seen_(scores, m, batch)
+                    yield batch, *topk(scores, k)
+                return
+            ranker = NormSortedItems(items.float())
+            for start in range(0, len(users), bs):
+                batch = users[start : start + bs]
+                vals, idx = ranker.topk(self._user_factors(batch).float(), k, exclude, batch)
+                yield batch, vals.cpu(), idx.cpu()
+
     def scoring_batch_size(self, requested: int | None = None) -> int:
         """Users scored at once: ``requested``, else the config's ``score_batch_size``, else
-        :func:`~polyrec.ranking.auto_batch_size` for the catalogue size."""
-        return requested or self.config.score_batch_size or auto_batch_size(self.n_items)
+        :func:`~polyrec.ranking.auto_batch_size` for the catalogue size (inner-product models:
+        ``FACTOR_BATCH_USERS``, as their ranking's memory does not grow with the catalogue)."""
+        if requested or self.config.score_batch_size:
+            return requested or self.config.score_batch_size
+        if type(self)._item_factors is not Recommender._item_factors:
+            return FACTOR_BATCH_USERS
+        return auto_batch_size(self.n_items)
 
     def recommend(
         self,
@@ -128,12 +170,11 @@ class Recommender(ABC):
         if k < 1:
             raise PolyrecError(f"k must be >= 1, got {k}")
         internal = self.user_ids.to_internal(users, what="user")
-        frames = []
-        for batch, scores in self.score_batches(internal):
-            if exclude_seen:
-                mask_seen_(scores, self.seen, batch)
-            vals, idx = topk(scores, k)
-            frames.append(_topk_frame(batch, vals, idx))
+        exclude = [self.seen] if exclude_seen and self.seen is not None else []
+        frames = [
+            _topk_frame(batch, vals, idx)
+            for batch, vals, idx in self.top_items(internal, k, exclude)
+        ]
         out = pd.concat(frames, ignore_index=True)
         out["user"] = self.user_ids.to_external(out["user"].to_numpy())
         out["item"] = self.item_ids.to_external(out["item"].to_numpy())
@@ -188,8 +229,20 @@ class Recommender(ABC):
     @abstractmethod
     def _fit(self, train: Dataset, valid: Dataset | None) -> None: ...
 
-    @abstractmethod
-    def _score(self, users: np.ndarray) -> torch.Tensor: ...
+    def _score(self, users: np.ndarray) -> torch.Tensor:
+        """Scores ``(len(users), n_items)``; by default the inner products of the factors."""
+        items = self._item_factors()
+        if items is None:
+            raise NotImplementedError(f"{type(self).__name__} has neither _score nor factors")
+        return inner_products(self._user_factors(users), items).cpu()
+
+    def _item_factors(self) -> torch.Tensor | None:
+        """``(n_items, d)`` item vectors if every score is ``_user_factors(u) . v``, else None."""
+        return None
+
+    def _user_factors(self, users: np.ndarray) -> torch.Tensor:
+        """``(len(users), d)`` user vectors of a model with :meth:`_item_factors`."""
+        raise NotImplementedError(f"{type(self).__name__} has no user factors")
 
     @abstractmethod
     def _get_state(self) -> dict[str, Any]: ...
@@ -198,8 +251,10 @@ class Recommender(ABC):
     def _set_state(self, state: dict[str, Any]) -> None: ...
 
     def _item_embeddings(self) -> torch.Tensor | None:
-        """Item vectors for cosine ``similar_items``; ``None`` if the model has none."""
-        return None
+        """Item vectors for cosine ``similar_items`` (default: the item factors); ``None`` if
+        the model has none."""
+        items = self._item_factors()
+        return None if items is None else items.cpu()
 
     def _similar(self, items: np.ndarray) -> torch.Tensor:
         emb = self._item_embeddings()

@@ -20,7 +20,6 @@ from threadpoolctl import threadpool_limits
 
 from polyrec.data.dataset import Dataset
 from polyrec.models.base import ModelConfig, Recommender
-from polyrec.ranking import inner_products
 
 
 class ALSConfig(ModelConfig):
@@ -62,10 +61,10 @@ class ALS(Recommender):
         self.user_factors = torch.from_numpy(np.asarray(model.user_factors, dtype=np.float32))
         self.item_factors = torch.from_numpy(np.asarray(model.item_factors, dtype=np.float32))
 
-    def _score(self, users: np.ndarray) -> torch.Tensor:
-        return inner_products(self.user_factors[torch.from_numpy(users)], self.item_factors)
+    def _user_factors(self, users: np.ndarray) -> torch.Tensor:
+        return self.user_factors[torch.from_numpy(users)]
 
-    def _item_embeddings(self) -> torch.Tensor:
+    def _item_factors(self) -> torch.Tensor:
         return self.item_factors
 
     def _get_state(self) -> dict[str, Any]:

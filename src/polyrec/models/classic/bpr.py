@@ -35,7 +35,6 @@ from polyrec.data.dataset import Dataset
 from polyrec.data.sampling import bpr_triples
 from polyrec.models.base import ModelConfig
 from polyrec.models.torch_base import TorchConfig, TorchRecommender, triple_batches
-from polyrec.ranking import inner_products
 
 
 class BPRConfig(TorchConfig):
@@ -144,10 +143,8 @@ class BPRMF(TorchRecommender):
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.train_module(batch["users"], batch["pos"], batch["neg"], self.config.reg)
 
-    def _score(self, users: np.ndarray) -> torch.Tensor:
-        mf = cast(_MF, self.module)
-        user_vectors = mf.user.weight[torch.from_numpy(users).to(self.device)]
-        return inner_products(user_vectors, mf.item.weight).cpu()
+    def _user_factors(self, users: np.ndarray) -> torch.Tensor:
+        return cast(_MF, self.module).user.weight.detach()[torch.from_numpy(users).to(self.device)]
 
-    def _item_embeddings(self) -> torch.Tensor:
-        return cast(_MF, self.module).item.weight.detach().cpu()
+    def _item_factors(self) -> torch.Tensor:
+        return cast(_MF, self.module).item.weight.detach()

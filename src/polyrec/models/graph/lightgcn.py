@@ -35,7 +35,6 @@ from polyrec.data.sampling import bpr_triples, user_uniform_triples
 from polyrec.models.base import ModelConfig
 from polyrec.models.graph.adjacency import GraphOperator, Normalization, bipartite_adjacency
 from polyrec.models.torch_base import TorchConfig, TorchRecommender, triple_batches
-from polyrec.ranking import inner_products
 
 
 class GraphNet(Protocol):
@@ -109,12 +108,12 @@ class GraphBPR(TorchRecommender):
                 self._final = cast(GraphNet, self.module).propagate()
         return self._final
 
-    def _score(self, users: np.ndarray) -> torch.Tensor:
-        user_emb, item_emb = self.final_embeddings()
-        return inner_products(user_emb[torch.from_numpy(users).to(user_emb.device)], item_emb).cpu()
+    def _user_factors(self, users: np.ndarray) -> torch.Tensor:
+        user_emb = self.final_embeddings()[0]
+        return user_emb[torch.from_numpy(users).to(user_emb.device)]
 
-    def _item_embeddings(self) -> torch.Tensor:
-        return self.final_embeddings()[1].cpu()
+    def _item_factors(self) -> torch.Tensor:
+        return self.final_embeddings()[1]
 
     def _set_state(self, state: dict[str, Any]) -> None:
         super()._set_state(state)
