@@ -13,10 +13,12 @@ forgotten items, attribute filters):
   ``ann_threshold`` items and IVF or HNSW above it. The recall of the ANN index against the
   exact one is measured when it is built.
 
-User vectors are not read from model internals: for a model with item matrix ``V`` they are
-the least-squares solution ``U = S V (V^T V)^-1`` of its own scores ``S = U V^T``, and the
-model is accepted only if that reproduces its scores (relative error < 1e-4), so a model whose
-score is not a pure inner product (an item bias, a non-linear head) silently stays exact.
+A model that declares its scores to be inner products (``_user_factors`` / ``_item_factors``,
+e.g. BPR-MF, ALS, LightGCN, FREEDOM) gives both sides directly. For any other model with item
+matrix ``V`` the user vectors are the least-squares solution ``U = S V (V^T V)^-1`` of its own
+scores ``S = U V^T``, and the model is accepted only if that reproduces its scores (relative
+error < 1e-4), so a model whose score is not a pure inner product (an item bias, a non-linear
+head) silently stays exact.
 
 The ad-hoc history fold-in of a non-sequential model is the sum of the item-item scores of
 the history's items (``Recommender._similar``): for EASE this is exactly its score, for
@@ -342,10 +344,11 @@ def build_retriever(
     vectors and its item embeddings (checked), else exact scoring. ``kind`` other than
     ``exact`` on a model without embeddings is an error."""
     with torch.inference_mode():
-        emb = model._item_embeddings()
+        factors = model._item_factors()
+        emb = model._item_embeddings() if factors is None else factors
     if emb is not None and kind != "exact":
         item_vectors = emb.detach().float().cpu().numpy()
-        user_vectors = _user_vectors(model, item_vectors)
+        user_vectors = _user_vectors(model, item_vectors) if factors is None else _factors(model)
         if user_vectors is not None:
             return EmbeddingRetriever(model, item_vectors, user_vectors, kind, **index_options)
     if kind in ("ivf", "hnsw"):
@@ -365,6 +368,14 @@ def split_preferences(text: str, limit: int) -> list[str]:
     and line breaks), the form Mender's preferences take ("Prefers red", "Avoid ...")."""
     parts = [p.strip() for p in re.split(r"[.;!?\n]+", text)]
     return [p for p in parts if p][:limit]
+
+
+def _factors(model: Recommender) -> np.ndarray:
+    """Every user's vector of a model whose scores are inner products of factors."""
+    assert model.user_ids is not None
+    with torch.inference_mode():
+        users = model._user_factors(np.arange(len(model.user_ids)))
+    return users.float().cpu().numpy()
 
 
 def _user_vectors(model: Recommender, item_vectors: np.ndarray) -> np.ndarray | None:
