@@ -3,8 +3,11 @@
 Times the float32 product of the evaluator's score blocks (Gowalla's shape by default: 29,858
 users, 40,981 items, 64 factors, ~16 MB blocks of 102 users) through torch's BLAS and numpy's,
 and what ``polyrec.ranking.inner_products`` picks on this machine; then the top-20 of the same
-blocks (``torch.topk``), the other half of the evaluation's cost. One thread each, random
-factors (seed 0), best of ``--repeats`` passes over all users. Run it with
+blocks (``torch.topk``), the other half of the evaluation's cost; and the exact top-20 that
+``polyrec.ranking.NormSortedItems`` finds while skipping items by norm, here in its worst case:
+random factors have nearly equal norms, so hardly any item can be skipped (trained factors:
+``bench_vs_recbole.py``). One thread each, random factors (seed 0), best of ``--repeats``
+passes over all users. Run it with
 ``OMP_NUM_THREADS=1`` so that numpy's OpenBLAS uses one thread too.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_scoring_kernel.py
@@ -25,7 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polyrec.ranking import auto_batch_size, inner_products, numpy_blas_is_faster
+from polyrec.ranking import (
+    FACTOR_BATCH_USERS,
+    NormSortedItems,
+    auto_batch_size,
+    inner_products,
+    numpy_blas_is_faster,
+)
 from polyrec.record import now_utc, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -74,7 +83,17 @@ def main() -> None:
         topk_seconds = best_seconds(
             lambda: [torch.topk(s, 20, dim=1, sorted=False) for s in scores], args.repeats
         ) * (len(starts) / len(scores))
+        ranker = NormSortedItems(items)
+        pruned_seconds = best_seconds(
+            lambda: [
+                ranker.topk(users[s : s + FACTOR_BATCH_USERS], 20)
+                for s in range(0, args.users, FACTOR_BATCH_USERS)
+            ],
+            args.repeats,
+        )
+        scored = ranker.scored / (args.repeats * args.users * args.items)
     print(f"top-20          {topk_seconds:6.2f} s (all users)")
+    print(f"norm-pruned     {pruned_seconds:6.2f} s (product and top-20, {scored:.0%} scored)")
     out = {
         "benchmark": "full-ranking scoring kernel: score blocks through torch vs numpy BLAS",
         "created": now_utc(),
@@ -86,6 +105,7 @@ def main() -> None:
         "torch_mkl": torch.backends.mkl.is_available(),
         "gemm": rows,
         "topk20_seconds": topk_seconds,
+        "norm_pruned_top20": {"seconds": pruned_seconds, "fraction_scored": scored},
         "versions": versions(),
     }
     path = RESULTS / "scoring_kernel.json"
