@@ -129,15 +129,18 @@ class NormSortedItems:
     def __init__(
         self, items: torch.Tensor, block_floats: int = SCORE_BLOCK_FLOATS, first_block: int = 256
     ) -> None:
-        norms = items.norm(dim=1)
-        self.order = torch.argsort(norms, descending=True, stable=True)
-        self.items = items[self.order].contiguous()
-        self.norms = norms[self.order]
-        self.position = torch.empty_like(self.order)
-        self.position[self.order] = torch.arange(len(items), device=items.device)
+        self.items = items
         self.block_floats, self.first_block = block_floats, first_block
-        self.finite = bool(torch.isfinite(self.norms).all())
         self.scored = 0
+
+    @functools.cached_property
+    def _sorted(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(order, position, sorted items, sorted norms)``, sorted on first use."""
+        norms = self.items.norm(dim=1)
+        order = torch.argsort(norms, descending=True, stable=True)
+        position = torch.empty_like(order)
+        position[order] = torch.arange(len(order), device=order.device)
+        return order, position, self.items[order].contiguous(), norms[order]
 
     def topk(
         self,
@@ -152,14 +155,14 @@ class NormSortedItems:
         n, device = len(self.items), queries.device
         k = min(k, n)
         query_norms = queries.norm(dim=1)
-        whole = len(queries) * n <= self.block_floats
-        if whole or not (self.finite and bool(torch.isfinite(query_norms).all())):
-            scores = inner_products(queries, self.items[self.position])
+        if len(queries) * n <= self.block_floats or not _finite(query_norms, self._sorted[3]):
+            scores = inner_products(queries, self.items)
             self.scored += scores.numel()
             for m in exclude if rows is not None else ():
                 mask_seen_(scores, m, rows)
             return topk(scores, k)
-        mask_q, mask_pos = _masked_positions(exclude, rows, self.position)
+        order, position, items, norms = self._sorted
+        mask_q, mask_pos = _masked_positions(exclude, rows, position)
         vals = torch.empty((len(queries), k), device=device)
         idx = torch.empty((len(queries), k), dtype=torch.long, device=device)
         active = torch.arange(len(queries), device=device)
@@ -167,7 +170,7 @@ class NormSortedItems:
         while len(active) and start < n:
             width = self.first_block if start == 0 else self.block_floats // len(active)
             end = min(n, start + max(k, width))
-            scores = inner_products(queries[active], self.items[start:end])
+            scores = inner_products(queries[active], items[start:end])
             self.scored += scores.numel()
             if mask_q is not None and mask_pos is not None:
                 local = torch.full((len(queries),), -1, dtype=torch.long, device=device)
@@ -180,10 +183,14 @@ class NormSortedItems:
             else:
                 best = _merge_above_kth(vals, idx, active, scores, start)
             if end < n:
-                bound = query_norms[active] * self.norms[end] * (1 + BOUND_SLACK)
+                bound = query_norms[active] * norms[end] * (1 + BOUND_SLACK)
                 active = active[~(best.min(dim=1).values > bound)]
             start = end
-        return _rank(vals, self.order[idx])
+        return _rank(vals, order[idx])
+
+
+def _finite(*tensors: torch.Tensor) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def _merge_above_kth(
