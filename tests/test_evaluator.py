@@ -281,10 +281,16 @@ def test_inner_products_agree_on_both_blas_paths(monkeypatch, numpy_blas):
         got = ranking.inner_products(queries, items)
     assert got.shape == (2, 5, 11) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
-    # a product that needs gradients always stays in torch
-    weights = items.clone().requires_grad_()
-    ranking.inner_products(queries, weights).sum().backward()
-    torch.testing.assert_close(weights.grad, queries.sum(dim=(0, 1)).expand(11, 8))
+    # gradients of both inputs, for an upstream gradient of any layout
+    q, v = queries.clone().requires_grad_(), items.clone().requires_grad_()
+    upstream = torch.randn(11, 2, 5, generator=gen).permute(1, 2, 0)  # non-contiguous
+    (ranking.inner_products(q, v) * upstream).sum().backward()
+    torch.testing.assert_close(q.grad, upstream @ items, rtol=1e-5, atol=1e-5)
+    want = torch.einsum("bni,bnd->id", upstream, queries)
+    torch.testing.assert_close(v.grad, want, rtol=1e-5, atol=1e-5)
+    only_items = items.clone().requires_grad_()
+    ranking.inner_products(queries, only_items).sum().backward()
+    torch.testing.assert_close(only_items.grad, queries.sum(dim=(0, 1)).expand(11, 8))
 
 
 # ---------------------------------------------------------------------- norm-pruned top-k

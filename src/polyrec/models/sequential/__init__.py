@@ -226,7 +226,7 @@ def next_item_loss(
     """Mean ``ce`` or ``sampled_softmax`` loss (:class:`NextItemHeadConfig`) of states
     ``(N, dim)`` for target tokens ``(N,)``; ``items`` is the ``(n_items, dim)`` table."""
     if loss == "ce":
-        return F.cross_entropy(states @ items.T, targets - 1)
+        return F.cross_entropy(inner_products(states, items), targets - 1)
     assert negatives is not None
     return sampled_softmax_loss(states, items, targets, negatives, temperature)
 
@@ -246,9 +246,11 @@ def sampled_softmax_loss(
     ``(N, n_items)`` cosine matrix (one matrix product is cheaper than gathering ``N x m``
     embedding rows and scattering their gradients); larger catalogues gather the rows."""
     if len(items) <= negatives.shape[1] * states.shape[1]:
-        cosines = item_scores(states, items, cosine=True)
-        pos = cosines.gather(1, targets[:, None] - 1)
-        neg = cosines.gather(1, negatives - 1)
+        # one gather: its backward writes a dense (N, n_items) gradient once, not twice
+        picked = item_scores(states, items, cosine=True).gather(
+            1, torch.cat([targets[:, None], negatives], dim=1) - 1
+        )
+        pos, neg = picked[:, :1], picked[:, 1:]
     else:
         user = item_vectors(states, cosine=True)
         pos = (user * item_vectors(items[targets - 1], cosine=True)).sum(-1, keepdim=True)

@@ -43,6 +43,7 @@ from polyrec.models.sequential import (
     init_weights,
     positions,
 )
+from polyrec.ranking import inner_products
 
 
 class BERT4RecConfig(SequentialConfig):
@@ -103,7 +104,8 @@ class _BERT4Rec(torch.nn.Module):
     def scores(self, states: torch.Tensor) -> torch.Tensor:
         """``LN(GELU(h W^P + b^P)) E^T + b^O`` over the items (not padding or [mask])."""
         items = self.token.weight[1 : self.mask_token]
-        return self.project_norm(F.gelu(self.project(states))) @ items.T + self.item_bias
+        hidden = self.project_norm(F.gelu(self.project(states)))
+        return inner_products(hidden, items) + self.item_bias
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Scores ``(N, n_items)`` at the N masked positions (``targets != PAD``)."""

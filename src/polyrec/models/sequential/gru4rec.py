@@ -31,6 +31,7 @@ from polyrec.data.dataset import Dataset
 from polyrec.data.sequences import PAD, iter_batches, next_item_examples
 from polyrec.models.base import ModelConfig
 from polyrec.models.sequential import SequentialConfig, SequentialRecommender, init_weights
+from polyrec.ranking import inner_products
 
 
 class GRU4RecConfig(SequentialConfig):
@@ -76,7 +77,7 @@ class _GRU4Rec(torch.nn.Module):
         return states.gather(1, back)
 
     def scores(self, states: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(states))
+        return inner_products(self.dropout(states), self.out.weight) + self.out.bias
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Scores ``(N, n_items)`` at the N non-padding targets."""
