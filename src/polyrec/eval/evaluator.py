@@ -113,8 +113,9 @@ def evaluate(
             masks nothing.
         ks: cut-offs; all are read from one top-``max(ks)`` list.
         metrics: ranking metrics among ``recall, ndcg, hr, mrr, precision, map``.
-        batch_size: users scored at once (memory ~ ``batch_size x n_items`` floats); default
-            the model's ``score_batch_size``, else a ~16 MB block.
+        batch_size: users ranked at once (memory ~ ``batch_size x n_items`` floats; for
+            inner-product models a 16 MB block whatever the batch); default the model's
+            ``score_batch_size``, else ``Recommender.scoring_batch_size``'s choice.
         users: internal user ids to evaluate (default: all); those without a test interaction
             are skipped and counted in ``protocol["skipped_users"]``.
         sampled: a :class:`SampledSpec` for sampled ranking; default full ranking.
