@@ -16,9 +16,10 @@ Result files understood (others, e.g. timing-only benchmarks, are skipped and na
   shown with its status; a finished one also under the history-masked protocol
   (``test_history_masked``).
 
-For every (dataset, model label, protocol) the newest file wins; its seeds are summarised as
-mean ± std. A published value from benchmarks/published.yaml is shown beside ours only when it
-was measured under the same protocol.
+For every (dataset, model label, protocol) the newest file wins; finished files of the same
+configuration with other seeds (e.g. ``sequential_<dataset>_<model>_seed43.json``) join it,
+and its seeds are summarised as mean ± std. A published value from benchmarks/published.yaml is
+shown beside ours only when it was measured under the same protocol.
 
     python benchmarks/make_scoreboard.py            # rewrite the block in benchmarks/README.md
     python benchmarks/make_scoreboard.py --check    # exit 1 when the block is out of date
@@ -105,8 +106,14 @@ def _entries_of(data: Mapping[str, Any], name: str) -> list[Entry]:
         split = proto.get("split", {})
         split_name = split.get("split") if isinstance(split, dict) else split
         ranking = "full" if str(proto.get("ranking", "")).startswith("full") else "other"
-        record = {"model": data["model"], "metrics": {"test": data["test_at_best_valid"]}}
-        record["timings"] = {"fit_seconds": data.get("fit_seconds")}
+        config = data.get("config") or {}
+        record = {
+            "model": data["model"],
+            "metrics": {"test": data["test_at_best_valid"]},
+            "timings": {"fit_seconds": data.get("fit_seconds")},
+            "config": config,
+            "seed": config.get("seed"),
+        }
         protocol = {"split": split_name, "ranking": ranking, "filtered": False}
         if "exclude" in proto:
             protocol["history_masked"] = not str(proto["exclude"]).startswith("none")
@@ -142,7 +149,9 @@ def _entries_of(data: Mapping[str, Any], name: str) -> list[Entry]:
 
 
 def latest_rows(entries: list[Entry]) -> list[Row]:
-    """Per (dataset, label, protocol), the seeds of the newest source file."""
+    """Per (dataset, label, protocol), the seeds of the newest source file, joined (when it is
+    not still running) by the finished files of the same configuration that hold other seeds,
+    newest first."""
     groups: dict[tuple[str, str, str], dict[str, list[Entry]]] = {}
     for e in entries:
         key = (e.dataset, e.label, describe(e.protocol))
@@ -150,15 +159,29 @@ def latest_rows(entries: list[Entry]) -> list[Row]:
     rows = []
     for (dataset, label, _), by_source in sorted(groups.items()):
         # newest first by the records' creation time, then by the file's modification time
-        source, chosen = max(
-            by_source.items(), key=lambda kv: (max(e.created_at for e in kv[1]), kv[1][0].mtime)
+        ordered = sorted(
+            by_source.items(),
+            key=lambda kv: (max(e.created_at for e in kv[1]), kv[1][0].mtime),
+            reverse=True,
         )
+        sources, chosen = [ordered[0][0]], ordered[0][1]
+        config, seeds = _config_key(chosen[0]), {_seed(e) for e in chosen}
+        pooled = [] if any(e.status == "running" for e in chosen) else ordered[1:]
+        for other, members in pooled:
+            other_seeds = {_seed(e) for e in members}
+            if (
+                all(e.status != "running" and _config_key(e) == config for e in members)
+                and None not in other_seeds
+                and not other_seeds & seeds
+            ):
+                chosen, seeds = chosen + members, seeds | other_seeds
+                sources.append(other)
         rows.append(
             Row(
                 dataset,
                 label,
                 chosen[0].protocol,
-                source,
+                ", ".join(sources),
                 chosen[0].status,
                 max(e.created_at for e in chosen),
                 [e.record for e in chosen],
@@ -167,13 +190,23 @@ def latest_rows(entries: list[Entry]) -> list[Row]:
     return rows
 
 
+def _seed(entry: Entry) -> Any:
+    return entry.record.get("seed", (entry.record.get("config") or {}).get("seed"))
+
+
+def _config_key(entry: Entry) -> str:
+    """The entry's configuration without its seed, as comparable text."""
+    config = {k: v for k, v in (entry.record.get("config") or {}).items() if k != "seed"}
+    return json.dumps(config, sort_keys=True, default=str)
+
+
 def render(rows: list[Row], registry: Registry | None) -> str:
     """The generated Markdown block (without the markers)."""
     lines = [
         "## Results scoreboard (generated)",
         "",
         "Newest result per model, dataset and protocol in `benchmarks/results/*.json`, test set;",
-        "mean ± std over seeds where a suite ran several. `published` is the value of",
+        "mean ± std over seeds where several ran. `published` is the value of",
         "`benchmarks/published.yaml` under the same protocol (tag V/S/I: verified / secondary",
         "copy / unverified) and the gap is ours − published, relative. Regenerate with",
         "`python benchmarks/make_scoreboard.py`.",
@@ -196,7 +229,7 @@ def render(rows: list[Row], registry: Registry | None) -> str:
             fits = [rec.get("timings", {}).get("fit_seconds") for rec in r.records]
             fits = [f for f in fits if f is not None]
             cells.append(_mean_std(fits, 1) if fits else "—")
-            cells += [r.status, f"`results/{r.source}`"]
+            cells += [r.status, ", ".join(f"`results/{src}`" for src in r.source.split(", "))]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -352,3 +353,42 @@ def test_scoreboard_rewrites_only_its_block(suite_dir: Path, tmp_path: Path) -> 
     assert mod.main(args) == 0
     assert "Edited by a person." in readme.read_text()
     assert readme.read_text().count(mod.BEGIN) == 1
+
+
+def test_scoreboard_pools_seed_files_of_one_configuration(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "make_scoreboard", REPO / "benchmarks" / "make_scoreboard.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+
+    def sequential(name: str, seed: int, hr: float, status: str, **config: Any) -> None:
+        (tmp_path / name).write_text(
+            json.dumps(
+                {
+                    "benchmark": "sequential",
+                    "model": "sasrec",
+                    "dataset": "d",
+                    "protocol": {"split": {"split": "leave_one_out"}, "ranking": "full"},
+                    "config": {"seed": seed, "dim": 50, **config},
+                    "status": status,
+                    "test_at_best_valid": {"hr@10": hr},
+                }
+            )
+        )
+
+    sequential("a.json", 42, 0.10, "finished")
+    sequential("b.json", 43, 0.20, "finished")
+    sequential("c.json", 42, 0.30, "finished")  # same seed as a.json: not pooled with it
+    sequential("d.json", 44, 0.90, "finished", dim=64)  # another configuration
+    sequential("e.json", 45, 0.90, "running")
+    entries, _ = mod.read_entries(tmp_path)
+    for entry, mtime in zip(entries, (1, 2, 3, 0, 4), strict=True):
+        entry.mtime = mtime
+    [row] = mod.latest_rows([e for e in entries if e.source != "e.json"])
+    assert row.source == "c.json, b.json"
+    assert sorted(r["metrics"]["test"]["hr@10"] for r in row.records) == [0.2, 0.3]
+    [running] = mod.latest_rows(entries)  # a running newest file stands alone
+    assert running.source == "e.json" and running.status == "running"
