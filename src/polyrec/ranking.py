@@ -152,7 +152,7 @@ class NormSortedItems:
     it. A query closes as soon as its top-k is settled. The result is the one scoring every item
     and taking :func:`topk` gives: the bound errs on the side of scoring more
     (``BOUND_SLACK``), a query with fewer than ``k`` unmasked items scores them all, and
-    non-finite vectors are scored in full so that NaN reaches the caller (as do queries whose
+    non-finite vectors are scored in full so that NaN reaches the caller (as are queries whose
     scores fit in one block: skipping items pays only beyond that). On trained embeddings
     popular items have the largest norms and most queries settle early (BPR-MF on Gowalla: a
     median of 2% of the items scored; ``benchmarks/README.md``, "Scoring kernel"). ``scored``
