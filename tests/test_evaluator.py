@@ -16,6 +16,7 @@ from polyrec.data.dataset import Dataset, IdMap
 from polyrec.errors import PolyrecError
 from polyrec.eval import SampledSpec, evaluate
 from polyrec.eval.evaluator import _sample_negatives
+from polyrec.models import base as base_module
 from polyrec.models.base import Recommender
 
 
@@ -357,7 +358,30 @@ def test_norm_pruned_topk_passes_nan_through():
     assert torch.isnan(vals).any()
 
 
-def test_factor_models_evaluate_and_recommend_as_with_full_scores():
+def test_norm_pruned_topk_keeps_the_dtype_and_allows_k_zero():
+    rng = np.random.default_rng(7)
+    v = torch.tensor(_popularity_scaled(60, 4, rng))  # float64
+    q = torch.tensor(rng.normal(size=(9, 4)))
+    vals, idx = ranking.NormSortedItems(v, block_floats=50, first_block=4).topk(q, 5)
+    want_vals, want_idx = ranking.topk(q @ v.T, 5)
+    assert vals.dtype == torch.float64
+    torch.testing.assert_close(vals, want_vals)
+    torch.testing.assert_close(idx, want_idx)
+    empty_vals, empty_idx = ranking.NormSortedItems(v).topk(q, 0)
+    assert empty_vals.shape == empty_idx.shape == (9, 0)
+
+
+def test_factor_models_evaluate_and_recommend_as_with_full_scores(monkeypatch):
+    rankers: list[ranking.NormSortedItems] = []
+
+    class SmallBlocks(ranking.NormSortedItems):
+        """Blocks small enough that this catalogue is searched in several rounds."""
+
+        def __init__(self, items: torch.Tensor) -> None:
+            super().__init__(items, block_floats=400, first_block=8)
+            rankers.append(self)
+
+    monkeypatch.setattr(base_module, "NormSortedItems", SmallBlocks)
     train, test = _random_split(80, 200, 6, 3, seed=4)
     rng = np.random.default_rng(5)
     users, items = rng.normal(size=(80, 8)), _popularity_scaled(200, 8, rng)
@@ -371,3 +395,4 @@ def test_factor_models_evaluate_and_recommend_as_with_full_scores():
     rec_a, rec_b = pruned.recommend(external, k=7), full.recommend(external, k=7)
     np.testing.assert_array_equal(rec_a["item"], rec_b["item"])
     np.testing.assert_allclose(rec_a["score"], rec_b["score"], rtol=1e-5)
+    assert rankers and all(r.scored < 80 * 200 for r in rankers)  # items were skipped

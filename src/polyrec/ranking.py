@@ -88,6 +88,7 @@ class _BlasProduct(torch.autograd.Function):
         return _numpy_product(queries.detach(), items.detach())
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -147,16 +148,17 @@ class NormSortedItems:
     ``q . v <= |q| |v|`` (Cauchy-Schwarz), so once a query's k-th best score exceeds ``|q|``
     times the largest norm among the items not yet scored, none of them can enter its top-k.
     :meth:`topk` scores the items in blocks of decreasing norm: a first block of
-    ``first_block`` items gives each query a k-th best score, and every later block, as wide as
-    ``block_floats`` scores allow for the queries still open, only contributes the scores above
-    it. A query closes as soon as its top-k is settled. The result is the one scoring every item
-    and taking :func:`topk` gives: the bound errs on the side of scoring more
-    (``BOUND_SLACK``), a query with fewer than ``k`` unmasked items scores them all, and
-    non-finite vectors are scored in full so that NaN reaches the caller (as are queries whose
-    scores fit in one block: skipping items pays only beyond that). On trained embeddings
-    popular items have the largest norms and most queries settle early (BPR-MF on Gowalla: a
-    median of 2% of the items scored; ``benchmarks/README.md``, "Scoring kernel"). ``scored``
-    counts the ``(query, item)`` scores computed so far.
+    ``max(k, first_block)`` items gives each query a k-th best score, and every later block, as
+    wide as ``block_floats`` scores allow for the queries still open, only contributes the
+    scores above it. A query closes as soon as its top-k is settled. The result is the one
+    scoring every item and taking :func:`topk` gives (up to which of several items tied at the
+    k-th score makes the cut): the bound errs on the side of scoring more (``BOUND_SLACK``), a
+    query with fewer than ``k`` unmasked items scores them all, and non-finite vectors are
+    scored in full, in blocks, so that NaN reaches the caller (as are queries whose scores fit
+    in one block: skipping items pays only beyond that). On trained embeddings popular items
+    have the largest norms and most queries settle early (BPR-MF on Gowalla: a median of 2% of
+    the items scored; ``benchmarks/README.md``, "Scoring kernel"). ``scored`` counts the
+    ``(query, item)`` scores computed so far.
     """
 
     def __init__(
@@ -188,15 +190,20 @@ class NormSortedItems:
         n, device = len(self.items), queries.device
         k = min(k, n)
         query_norms = queries.norm(dim=1)
-        if len(queries) * n <= self.block_floats or not _finite(query_norms, self._sorted[3]):
-            scores = inner_products(queries, self.items)
-            self.scored += scores.numel()
-            for m in exclude if rows is not None else ():
-                mask_seen_(scores, m, rows)
-            return topk(scores, k)
+        if k == 0 or len(queries) * n <= self.block_floats:
+            return self._dense_topk(queries, k, exclude, rows)
+        if not _finite(query_norms, self._sorted[3]):
+            step = max(1, self.block_floats // n)
+            parts = [
+                self._dense_topk(
+                    queries[s : s + step], k, exclude, None if rows is None else rows[s : s + step]
+                )
+                for s in range(0, len(queries), step)
+            ]
+            return torch.cat([v for v, _ in parts]), torch.cat([i for _, i in parts])
         order, position, items, norms = self._sorted
         mask_q, mask_pos = _masked_positions(exclude, rows, position)
-        vals = torch.empty((len(queries), k), device=device)
+        vals = torch.empty((len(queries), k), dtype=queries.dtype, device=device)
         idx = torch.empty((len(queries), k), dtype=torch.long, device=device)
         active = torch.arange(len(queries), device=device)
         start = 0
@@ -221,6 +228,20 @@ class NormSortedItems:
             start = end
         return _rank(vals, order[idx])
 
+    def _dense_topk(
+        self,
+        queries: torch.Tensor,
+        k: int,
+        exclude: Sequence[sp.csr_matrix],
+        rows: np.ndarray | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every item scored: the reference the pruned search reproduces."""
+        scores = inner_products(queries, self.items)
+        self.scored += scores.numel()
+        for m in exclude if rows is not None else ():
+            mask_seen_(scores, m, rows)
+        return topk(scores, k)
+
 
 def _finite(*tensors: torch.Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
@@ -239,7 +260,7 @@ def _merge_above_kth(
     k = current.shape[1]
     counts = torch.bincount(hit_r, minlength=len(active))
     slot = k + torch.arange(len(hit_r), device=scores.device) - (counts.cumsum(0) - counts)[hit_r]
-    cand_v = torch.full((len(active), k + int(counts.max())), -torch.inf, device=scores.device)
+    cand_v = scores.new_full((len(active), k + int(counts.max())), -torch.inf)
     cand_i = torch.zeros(cand_v.shape, dtype=torch.long, device=scores.device)
     cand_v[:, :k], cand_i[:, :k] = current, idx[active]
     cand_v[hit_r, slot], cand_i[hit_r, slot] = scores[hit_r, hit_c], hit_c + start

@@ -4,12 +4,14 @@ Full ranking (Krichene & Rendle, "On Sampled Metrics for Item Recommendation", K
 user with at least one test interaction is ranked against the whole catalogue, the items of
 every ``exclude`` matrix (by default the model's training items) masked: the top ``max(ks)``
 come from the model's :meth:`~polyrec.models.base.Recommender.top_items`, the ranking
-``recommend`` uses too (equal scores: lower item index first, so results are deterministic and
-independent of the batch size; inner-product models skip the items their norm rules out). A
-test item that the user also has in an excluded matrix is masked like any other and can never
-be hit; it still counts in the user's number of relevant items (as in RecBole).
+``recommend`` uses too. Results are deterministic; equal scores within the top-k rank the lower
+item index first, and which of several items tied at the k-th score makes the cut is up to
+``torch.topk`` (for models scored densely it does not depend on the batch size; inner-product
+models, which skip the items their norm rules out, may pick another of the tied items). A test
+item that the user also has in an excluded matrix is masked like any other and can never be
+hit; it still counts in the user's number of relevant items (as in RecBole).
 ``protocol["masked_test_interactions"]`` reports how often that happens. Memory is bounded by
-``batch_size x n_items`` (inner-product models: by a 4M-score block).
+``batch_size x n_items`` (inner-product models: by 16 MB score blocks).
 
 Sampled ranking (the "1 + 100" protocol of NCF / SASRec / BERT4Rec) is used only when a
 :class:`SampledSpec` is given: each test interaction is ranked against ``n_negatives`` items
@@ -114,8 +116,9 @@ def evaluate(
         ks: cut-offs; all are read from one top-``max(ks)`` list.
         metrics: ranking metrics among ``recall, ndcg, hr, mrr, precision, map``.
         batch_size: users ranked at once (memory ~ ``batch_size x n_items`` floats; for
-            inner-product models a 16 MB block whatever the batch); default the model's
-            ``score_batch_size``, else ``Recommender.scoring_batch_size``'s choice.
+            inner-product models in full ranking, 16 MB blocks whatever the batch); default
+            the model's ``score_batch_size``, else ``Recommender.ranking_batch_size`` (full)
+            or ``scoring_batch_size`` (sampled).
         users: internal user ids to evaluate (default: all); those without a test interaction
             are skipped and counted in ``protocol["skipped_users"]``.
         sampled: a :class:`SampledSpec` for sampled ranking; default full ranking.
@@ -128,7 +131,11 @@ def evaluate(
     if batch_size is not None and batch_size < 1:
         raise PolyrecError(f"batch_size must be >= 1, got {batch_size}")
     n_items = model.n_items
-    batch_size = model.scoring_batch_size(batch_size)
+    batch_size = (
+        model.scoring_batch_size(batch_size)
+        if sampled is not None
+        else model.ranking_batch_size(batch_size)
+    )
     if test.item_ids != model.item_ids or test.user_ids != model.user_ids:
         raise PolyrecError("test set must share the model's id maps (split one Dataset)")
     names, masks = _exclusions(model, exclude, (test.n_users, n_items))

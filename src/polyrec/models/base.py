@@ -124,12 +124,14 @@ class Recommender(ABC):
         batch_size: int | None = None,
     ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
         """Yield ``(users_batch, values, items)``: each internal user's ``k`` best items
-        (internal indices, best first, equal scores by lower index; masked slots ``-inf``), the
-        items stored for the user in any ``exclude`` matrix masked. Inner-product models rank
-        through :class:`~polyrec.ranking.NormSortedItems`: the same top-k, most items unscored.
+        (internal indices, best first, equal scores by lower index; a slot left without an
+        unmasked item has value ``-inf`` and an arbitrary item), the items stored for the user
+        in any ``exclude`` matrix masked. Inner-product models rank through
+        :class:`~polyrec.ranking.NormSortedItems`: the same top-k, most items unscored.
+        ``batch_size``: users per batch (default :meth:`ranking_batch_size`).
         """
         self._check_fitted()
-        bs = self.scoring_batch_size(batch_size)
+        bs = self.ranking_batch_size(batch_size)
         with torch.inference_mode():
             items = self._item_factors()
             if items is None:
@@ -146,13 +148,17 @@ class Recommender(ABC):
 
     def scoring_batch_size(self, requested: int | None = None) -> int:
         """Users scored at once: ``requested``, else the config's ``score_batch_size``, else
-        :func:`~polyrec.ranking.auto_batch_size` for the catalogue size (inner-product models:
-        ``FACTOR_BATCH_USERS``, as their ranking's memory does not grow with the catalogue)."""
-        if requested or self.config.score_batch_size:
-            return requested or self.config.score_batch_size
-        if type(self)._item_factors is not Recommender._item_factors:
-            return FACTOR_BATCH_USERS
-        return auto_batch_size(self.n_items)
+        :func:`~polyrec.ranking.auto_batch_size` for the catalogue size."""
+        return requested or self.config.score_batch_size or auto_batch_size(self.n_items)
+
+    def ranking_batch_size(self, requested: int | None = None) -> int:
+        """Users ranked at once by :meth:`top_items`: :meth:`scoring_batch_size`, except that
+        an inner-product model's default is ``FACTOR_BATCH_USERS`` (its ranking scores blocks of
+        a fixed size, whatever the catalogue)."""
+        has_factors = type(self)._item_factors is not Recommender._item_factors
+        if requested or self.config.score_batch_size or not has_factors:
+            return self.scoring_batch_size(requested)
+        return FACTOR_BATCH_USERS
 
     def recommend(
         self,

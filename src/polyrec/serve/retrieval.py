@@ -14,11 +14,11 @@ forgotten items, attribute filters):
   exact one is measured when it is built.
 
 A model that declares its scores to be inner products (``_user_factors`` / ``_item_factors``,
-e.g. BPR-MF, ALS, LightGCN, FREEDOM) gives both sides directly. For any other model with item
-matrix ``V`` the user vectors are the least-squares solution ``U = S V (V^T V)^-1`` of its own
-scores ``S = U V^T``, and the model is accepted only if that reproduces its scores (relative
-error < 1e-4), so a model whose score is not a pure inner product (an item bias, a non-linear
-head) silently stays exact.
+e.g. BPR-MF, ALS, LightGCN, NGCF, FREEDOM) gives both sides directly. For any other model with
+item matrix ``V`` the user vectors are the least-squares solution ``U = S V (V^T V)^-1`` of its
+own scores ``S = U V^T``, and the model is accepted only if that reproduces its scores
+(relative error < 1e-4), so a model whose score is not a pure inner product (an item bias, a
+non-linear head) silently stays exact.
 
 The ad-hoc history fold-in of a non-sequential model is the sum of the item-item scores of
 the history's items (``Recommender._similar``): for EASE this is exactly its score, for
