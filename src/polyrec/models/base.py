@@ -155,8 +155,7 @@ class Recommender(ABC):
         """Users ranked at once by :meth:`top_items`: :meth:`scoring_batch_size`, except that
         an inner-product model's default is ``FACTOR_BATCH_USERS`` (its ranking scores blocks of
         a fixed size, whatever the catalogue)."""
-        has_factors = type(self)._item_factors is not Recommender._item_factors
-        if requested or self.config.score_batch_size or not has_factors:
+        if requested or self.config.score_batch_size or self._item_factors() is None:
             return self.scoring_batch_size(requested)
         return FACTOR_BATCH_USERS
 
