@@ -7,7 +7,10 @@ blocks (``torch.topk``), the other half of the evaluation's cost; and the exact 
 ``polyrec.ranking.NormSortedItems`` finds while skipping items by norm, here in its worst case:
 random factors have nearly equal norms, so hardly any item can be skipped (trained factors:
 ``bench_vs_recbole.py``). One thread each, random factors (seed 0), best of ``--repeats``
-passes over all users. Run it with
+passes over all users. Last, the training side: forward and backward of a sequential model's
+output layer (``positions x d`` by ``items x d``, both sides trainable) through
+``inner_products`` (numpy's BLAS in an autograd function where it is the faster one) and through
+torch's ``@``, at three shapes (``TRAINING_SHAPES``). Run it with
 ``OMP_NUM_THREADS=1`` so that numpy's OpenBLAS uses one thread too.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_scoring_kernel.py
@@ -39,6 +42,15 @@ from polyrec.record import now_utc, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# (positions, items, dim) of output-layer products in training: SASRec on ml-1m (128 users x 200
+# positions, 3,416 items, d 50), BERT4Rec's masked positions on ml-1m (20% of 128 x 200, d 64),
+# and a Beauty-sized catalogue (12,101 items) for 4,000 positions
+TRAINING_SHAPES = {
+    "sasrec_ml-1m": (25_600, 3_416, 50),
+    "bert4rec_ml-1m_masked": (5_120, 3_416, 64),
+    "beauty_catalogue": (4_000, 12_101, 64),
+}
+
 
 def best_seconds(run: Callable[[], None], repeats: int) -> float:
     """The fastest of ``repeats`` timed calls of ``run``."""
@@ -48,6 +60,35 @@ def best_seconds(run: Callable[[], None], repeats: int) -> float:
         run()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def training_product(positions: int, n_items: int, dim: int, repeats: int) -> dict[str, float]:
+    """Seconds of forward + backward of one output-layer product, torch's ``@`` against
+    :func:`inner_products`, and the largest gradient difference between the two."""
+    rng = np.random.default_rng(1)
+    q = torch.from_numpy(rng.standard_normal((positions, dim), dtype=np.float32))
+    v = torch.from_numpy(rng.standard_normal((n_items, dim), dtype=np.float32))
+    grad = torch.from_numpy(rng.standard_normal((positions, n_items), dtype=np.float32))
+    grads = {}
+
+    def step(product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], name: str) -> None:
+        qq, vv = q.clone().requires_grad_(), v.clone().requires_grad_()
+        product(qq, vv).backward(grad)
+        grads[name] = (qq.grad, vv.grad)
+
+    row = {
+        "torch_seconds": best_seconds(lambda: step(lambda a, b: a @ b.T, "torch"), repeats),
+        "inner_products_seconds": best_seconds(lambda: step(inner_products, "ours"), repeats),
+    }
+    row["max_abs_grad_diff"] = max(
+        float((a - b).abs().max()) for a, b in zip(grads["torch"], grads["ours"], strict=True)
+    )
+    print(
+        f"fwd+bwd {positions} x {n_items} x {dim}: torch {row['torch_seconds']:.3f} s, "
+        f"inner_products {row['inner_products_seconds']:.3f} s",
+        flush=True,
+    )
+    return row
 
 
 def main() -> None:
@@ -92,6 +133,9 @@ def main() -> None:
             args.repeats,
         )
         scored = ranker.scored / (args.repeats * args.users * args.items)
+    training = {
+        name: training_product(*shape, args.repeats) for name, shape in TRAINING_SHAPES.items()
+    }
     print(f"top-20          {topk_seconds:6.2f} s (all users)")
     print(f"norm-pruned     {pruned_seconds:6.2f} s (product and top-20, {scored:.0%} scored)")
     out = {
@@ -106,6 +150,7 @@ def main() -> None:
         "gemm": rows,
         "topk20_seconds": topk_seconds,
         "norm_pruned_top20": {"seconds": pruned_seconds, "fraction_scored": scored},
+        "training_forward_backward": training,
         "versions": versions(),
     }
     path = RESULTS / "scoring_kernel.json"

@@ -11,6 +11,9 @@ far): on a shared machine wall-clock seconds per epoch depend on the load, CPU t
 
     POLYREC_DATA_DIR=/work/shared/data python benchmarks/bench_sequential.py \\
         --model sasrec --dataset ml-1m --measure 10        # seconds per batch / epoch only
+    POLYREC_DATA_DIR=/work/shared/data python benchmarks/bench_sequential.py \\
+        --model tiger --dataset amazon-beauty --measure 10 \\
+        --out benchmarks/results/step_time_amazon-beauty_tiger.json  # ... written to a file
     POLYREC_DATA_DIR=/work/shared/data nohup python benchmarks/bench_sequential.py \\
         --model sasrec --dataset ml-1m --max-minutes 25 &  # writes results/sequential_*.json
 """
@@ -32,6 +35,9 @@ from polyrec.config import parse_overrides
 from polyrec.data.split import Split
 from polyrec.eval import evaluate
 from polyrec.experiment import prepare_data, resolve_config
+from polyrec.models.generative.decoding import item_feature_matrix
+from polyrec.models.generative.semantic_ids import build_semantic_ids
+from polyrec.models.generative.tiger import TIGER
 from polyrec.models.registry import get_model_class
 from polyrec.models.sequential import SequentialRecommender
 from polyrec.record import peak_rss_mb, versions
@@ -80,7 +86,19 @@ def main() -> None:
     model = get_model_class(spec.model)(spec.model_config, max_seconds=args.max_minutes * 60)
     assert isinstance(model, SequentialRecommender)
     if args.measure:
-        print(json.dumps(measure(model, split, args.measure), indent=2))
+        timing = {
+            "benchmark": "training step time",
+            "model": spec.model,
+            "dataset": spec.dataset,
+            "config": spec.to_dict(),
+            "command": "python " + " ".join(sys.argv),
+            "threads": args.threads,
+            **measure(model, split, args.measure),
+            "versions": versions(),
+        }
+        print(json.dumps({k: v for k, v in timing.items() if k != "config"}, indent=2))
+        if args.out:
+            _write(Path(args.out), timing)
         return
 
     out = Path(args.out or ROOT / "results" / f"sequential_{args.dataset}_{args.model}.json")
@@ -125,9 +143,18 @@ def main() -> None:
 
 
 def measure(model: SequentialRecommender, split: Split, n_batches: int) -> dict[str, Any]:
-    """Seconds per training batch (after two warm-up batches) and the implied epoch time."""
+    """Seconds per training batch (after two warm-up batches) and the implied epoch time.
+    TIGER gets training-free RQ-KMeans semantic IDs of its configured item features: a step's
+    cost depends on the ID vocabulary's shape, not on how the codes were learned."""
     torch.manual_seed(model.config.seed)
     model.user_ids, model.item_ids = split.train.user_ids, split.train.item_ids
+    if isinstance(model, TIGER):
+        cfg = model.config
+        features = item_feature_matrix(
+            split.train, cfg.item_features, cfg.text_model, cfg.text_fields, progress=False
+        )
+        ids = cfg.semantic_ids.model_copy(update={"method": "rqkmeans"})
+        model.id_map, _ = build_semantic_ids(features, ids)
     model.dims = model._dims(split.train)
     model.module = model.train_module = model._build(model.dims)
     optimizer = torch.optim.Adam(model.module.parameters(), lr=model.config.lr)
@@ -145,6 +172,7 @@ def measure(model: SequentialRecommender, split: Split, n_batches: int) -> dict[
         "batches_per_epoch": len(batches),
         "seconds_per_batch": per_batch,
         "seconds_per_epoch_estimate": per_batch * len(batches),
+        "batch_size": model.config.batch_size,
         "load_average": list(os.getloadavg()),
     }
 
