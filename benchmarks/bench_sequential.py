@@ -34,7 +34,7 @@ import torch
 from polyrec.config import parse_overrides
 from polyrec.data.split import Split
 from polyrec.eval import evaluate
-from polyrec.experiment import prepare_data, resolve_config
+from polyrec.experiment import RunSpec, prepare_data, resolve_config
 from polyrec.models.generative.decoding import item_feature_matrix
 from polyrec.models.generative.semantic_ids import build_semantic_ids
 from polyrec.models.generative.tiger import TIGER
@@ -88,13 +88,8 @@ def main() -> None:
     if args.measure:
         timing = {
             "benchmark": "training step time",
-            "model": spec.model,
-            "dataset": spec.dataset,
-            "config": spec.to_dict(),
-            "command": "python " + " ".join(sys.argv),
-            "threads": args.threads,
+            **_run_fields(spec, args.threads),
             **measure(model, split, args.measure),
-            "versions": versions(),
         }
         print(json.dumps({k: v for k, v in timing.items() if k != "config"}, indent=2))
         if args.out:
@@ -104,8 +99,7 @@ def main() -> None:
     out = Path(args.out or ROOT / "results" / f"sequential_{args.dataset}_{args.model}.json")
     result: dict[str, Any] = {
         "benchmark": "sequential",
-        "model": spec.model,
-        "dataset": spec.dataset,
+        **_run_fields(spec, args.threads),
         "dataset_fingerprint": data.fingerprint,
         "protocol": {
             "split": split.protocol,
@@ -114,13 +108,9 @@ def main() -> None:
             "selection": f"epoch with the best validation {spec.model_config.early_stopping}",
             "n_test_users": len(split.test.active_users),
         },
-        "config": spec.to_dict(),
-        "command": "python " + " ".join(sys.argv),
-        "threads": args.threads,
         "cpu_count": os.cpu_count(),
         "load_average_at_start": list(os.getloadavg()),
         "max_minutes": args.max_minutes,
-        "versions": versions(),
         "status": "running",
         "epochs": [],
         **TARGETS.get((spec.model, spec.dataset), {}),
@@ -140,6 +130,19 @@ def main() -> None:
     _write(out, result)
     shown = ("status", "best_epoch", "test", "test_at_best_valid", "seconds_per_epoch")
     print(json.dumps({k: result.get(k) for k in shown}, indent=2))
+
+
+def _run_fields(spec: RunSpec, threads: int) -> dict[str, Any]:
+    """What every record of this script states about the run: model, data, resolved config,
+    command line, threads and versions."""
+    return {
+        "model": spec.model,
+        "dataset": spec.dataset,
+        "config": spec.to_dict(),
+        "command": "python " + " ".join(sys.argv),
+        "threads": threads,
+        "versions": versions(),
+    }
 
 
 def measure(model: SequentialRecommender, split: Split, n_batches: int) -> dict[str, Any]:
