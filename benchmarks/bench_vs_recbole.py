@@ -8,7 +8,9 @@ Runs in the polyrec venv. polyrec is run in-process; RecBole runs as a subproces
 ``bash benchmarks/make_recbole_venv.sh``). Both libraries get the *same* split, exported as
 RecBole atomic files to ``benchmarks/work/<dataset>-split/`` and read by RecBole through
 ``benchmark_filename`` with every filter off, and the same hyper-parameters (BPR: embedding 64,
-Adam lr 1e-3, no L2, batch 2048, one uniform negative per positive, same number of epochs,
+Adam lr 1e-3 (polyrec steps Gowalla's large tables with ``RowSparseAdam``, dense Adam's updates
+at the cost of the batch's rows; the record says which), no L2, batch 2048, one uniform negative
+per positive, same number of epochs,
 both libraries' default Xavier-normal initialisation; EASE lambda 250; ItemKNN k=100, shrink
 0). The two libraries run one after the other, never at once.
 
@@ -160,6 +162,7 @@ def run_polyrec(split: Split, model: str, seed: int, epochs: int) -> dict[str, A
         "model": model,
         "seed": seed,
         "config": rec.config.model_dump(),
+        "optimizer": getattr(rec, "optimizer_name", None),
         "metrics": {k: result.summary[k] for k in METRICS},
         "timings": {
             "fit_seconds": fit_seconds,

@@ -22,6 +22,7 @@ REQUIRED = {
     "protocol",
     "config",
     "history",
+    "optimizer",
     "metrics",
     "timings",
     "peak_rss_mb",

@@ -259,6 +259,7 @@ def run_experiment(
         protocol=_protocol(data, test_result),
         config=spec.to_dict(),
         history=history,
+        optimizer=getattr(model, "optimizer_name", None) or None,
         metrics=metrics,
         timings={
             "fit_seconds": fit_seconds,

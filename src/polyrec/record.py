@@ -56,6 +56,7 @@ class RunRecord(BaseModel):
     protocol: dict[str, Any]
     config: dict[str, Any]
     history: list[dict[str, Any]] = Field(default_factory=list)
+    optimizer: str | None = None  # the optimiser class of a trained PyTorch model
     metrics: dict[str, dict[str, float | MeanStd]]
     timings: Timings
     peak_rss_mb: float

@@ -66,7 +66,8 @@ class TorchRecommender(Recommender):
 
     After ``fit``: ``module`` is the trained network (best validation epoch if early stopping),
     ``history`` the per-epoch records, ``best_epoch`` the epoch whose weights were kept and
-    ``stop_reason`` why training ended.
+    ``stop_reason`` why training ended and ``optimizer_name`` the optimiser class that trained it
+    (``Adam``, or ``RowSparseAdam`` for large embedding tables).
 
     ``epoch_callbacks``: callables run on the main process after each epoch (and its
     validation) with that epoch's history entry, the module in eval mode; a returned dict is
@@ -87,6 +88,7 @@ class TorchRecommender(Recommender):
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
         self.stop_reason = ""
+        self.optimizer_name = ""
         self.epoch_callbacks: list[Callable[[dict[str, Any]], dict[str, Any] | None]] = []
 
     @property
@@ -99,6 +101,7 @@ class TorchRecommender(Recommender):
         trainer.fit(train, valid)
         self.history, self.best_epoch = trainer.history, trainer.best_epoch
         self.stop_reason = trainer.stop_reason
+        self.optimizer_name = trainer.optimizer_name
 
     def _dims(self, train: Dataset) -> dict[str, int]:
         """Sizes ``_build`` needs, read from the training data and saved with the model."""

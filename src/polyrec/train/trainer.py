@@ -34,6 +34,7 @@ from rich.progress import (
 from polyrec.errors import PolyrecError
 from polyrec.eval import evaluate
 from polyrec.train import distributed
+from polyrec.train.row_sparse_adam import RowSparseAdam
 
 if TYPE_CHECKING:
     from polyrec.data.dataset import Dataset
@@ -74,6 +75,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
         self.stop_reason = ""
+        self.optimizer_name = ""
 
     def fit(self, train: Dataset, valid: Dataset | None = None) -> None:
         """Train ``self.model`` on ``train``; validate / early-stop on ``valid`` if given."""
@@ -85,7 +87,8 @@ class Trainer:
         model.train_module = (
             distributed.wrap(model.module, device) if is_distributed else model.module
         )
-        optimizer = make_optimizer(cfg, model.module, device)
+        optimizer = make_optimizer(cfg, model.module, device, row_sparse=not is_distributed)
+        self.optimizer_name = type(optimizer).__name__
         rng = np.random.default_rng(cfg.seed)
         stopper = None
         if valid is not None and cfg.early_stopping is not None:
@@ -125,6 +128,8 @@ class Trainer:
                         break
         finally:
             model.train_module = model.module
+            if isinstance(optimizer, RowSparseAdam):
+                model.module.sparse_rows_hook = None  # later users of the module expect dense
         if best_state is not None:
             model.module.load_state_dict(best_state)
         model.module.eval()
@@ -153,6 +158,8 @@ class Trainer:
             total += loss.detach()
             n_batches += 1
             bar.advance(task)
+        if isinstance(optimizer, RowSparseAdam):
+            optimizer.sync()  # validation and the best-weights copy read every row
         if n_batches == 0:
             raise PolyrecError(
                 f"{model.name}: no training batch in epoch {epoch} "
@@ -218,10 +225,32 @@ class _EarlyStopping:
         return self.waited >= self.patience
 
 
+SPARSE_MIN_ROWS_PER_EXAMPLE = 16
+"""Row-sparse Adam pays once a step touches under about a fifth of the rows (one thread,
+BPR, batch 2048, 3 rows per example): a Gowalla epoch (70,839 rows) takes 1.9 s against
+2.55 s with dense fused Adam, an ml-100k epoch (2,625 rows) 0.069 s against 0.042 s."""
+
+
 def make_optimizer(
-    cfg: TorchConfig, module: torch.nn.Module, device: torch.device
+    cfg: TorchConfig, module: torch.nn.Module, device: torch.device, row_sparse: bool = False
 ) -> torch.optim.Optimizer:
-    """The configured optimiser; the fused kernels on CPU/CUDA (about 3x faster Adam steps)."""
+    """The configured optimiser; the fused kernels on CPU/CUDA (about 3x faster Adam steps).
+
+    With ``row_sparse``, a CPU module that can emit row-sparse gradients of its embedding
+    tables (it has a ``sparse_rows_hook`` attribute, and only 2-d tables as parameters) gets
+    :class:`RowSparseAdam`, the same Adam trajectory at the cost of the touched rows, with the
+    optimiser's ``catch_up`` as its hook, when the configuration is plain Adam without weight
+    decay (a decayed row is never untouched) and the tables have at least
+    ``SPARSE_MIN_ROWS_PER_EXAMPLE`` rows per example of a batch.
+    """
+    plain_adam = cfg.optimizer == "adam" and cfg.weight_decay == 0
+    capable = hasattr(module, "sparse_rows_hook")
+    if row_sparse and plain_adam and device.type == "cpu" and capable:
+        rows = sum(len(p) for p in module.parameters())
+        if rows >= SPARSE_MIN_ROWS_PER_EXAMPLE * cfg.batch_size:
+            optimizer = RowSparseAdam(module.parameters(), lr=cfg.lr)
+            module.sparse_rows_hook = optimizer.catch_up
+            return optimizer
     params: Iterable[torch.nn.Parameter] = module.parameters()
     fused = True if device.type in ("cpu", "cuda") else None
     kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "fused": fused}

@@ -23,7 +23,7 @@ give the same value and gradients.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar, cast
 
 import numpy as np
@@ -35,6 +35,7 @@ from polyrec.data.dataset import Dataset
 from polyrec.data.sampling import bpr_triples
 from polyrec.models.base import ModelConfig
 from polyrec.models.torch_base import TorchConfig, TorchRecommender, triple_batches
+from polyrec.train.row_sparse_adam import row_sparse_grad
 
 
 class BPRConfig(TorchConfig):
@@ -58,6 +59,7 @@ class _BPRLoss(torch.autograd.Function):
         pos: torch.Tensor,
         neg: torch.Tensor,
         reg: float,
+        sparse: bool,
     ) -> torch.Tensor:
         items = torch.cat([pos, neg])
         u, ij = user_table.index_select(0, users), item_table.index_select(0, items)
@@ -67,7 +69,8 @@ class _BPRLoss(torch.autograd.Function):
         if reg:
             loss = loss + reg * 0.5 * (u.square().sum() + ij.square().sum()) / len(x)
         ctx.save_for_backward(u, ij, x, users, items)
-        ctx.reg, ctx.shapes = reg, (user_table.shape, item_table.shape)
+        ctx.reg, ctx.sparse = reg, sparse
+        ctx.shapes = (user_table.shape, item_table.shape)
         return loss
 
     @staticmethod
@@ -85,17 +88,26 @@ class _BPRLoss(torch.autograd.Function):
             grad_u += scale * u
             grad_ij += scale * ij
         user_shape, item_shape = ctx.shapes  # type: ignore[attr-defined]
-        grad_users = u.new_zeros(user_shape).index_add_(0, users, grad_u)
-        grad_items = u.new_zeros(item_shape).index_add_(0, items, grad_ij)
-        return grad_users, grad_items, None, None, None, None
+        if ctx.sparse:  # type: ignore[attr-defined]
+            grad_users = row_sparse_grad(users, grad_u, user_shape)
+            grad_items = row_sparse_grad(items, grad_ij, item_shape)
+        else:
+            grad_users = u.new_zeros(user_shape).index_add_(0, users, grad_u)
+            grad_items = u.new_zeros(item_shape).index_add_(0, items, grad_ij)
+        return grad_users, grad_items, None, None, None, None, None
 
 
 class _MF(torch.nn.Module):
     """User and item embedding tables; ``forward`` gives a batch's triple scores or, with
-    ``reg``, its training loss."""
+    ``reg``, its training loss.
+
+    ``sparse_rows_hook`` is set by the trainer when it trains with row-sparse gradients
+    (:class:`~polyrec.train.row_sparse_adam.RowSparseAdam`): the loss then calls it with each
+    table and the rows it is about to read, and its gradients are row-sparse tensors."""
 
     def __init__(self, n_users: int, n_items: int, factors: int, init_std: float | None) -> None:
         super().__init__()
+        self.sparse_rows_hook: Callable[[torch.Tensor, torch.Tensor], None] | None = None
         self.user = torch.nn.Embedding(n_users, factors)
         self.item = torch.nn.Embedding(n_items, factors)
         for table in (self.user, self.item):
@@ -110,7 +122,13 @@ class _MF(torch.nn.Module):
         batch's embeddings, the triple scores every BPR-trained model gives (unlearning uses
         them)."""
         if reg is not None:
-            return _BPRLoss.apply(self.user.weight, self.item.weight, users, pos, neg, reg)
+            hook = self.sparse_rows_hook
+            if hook is not None:
+                hook(self.user.weight, users)
+                hook(self.item.weight, torch.cat([pos, neg]))
+            return _BPRLoss.apply(
+                self.user.weight, self.item.weight, users, pos, neg, reg, hook is not None
+            )
         u, i, j = self.user(users), self.item(pos), self.item(neg)
         sq_norm = u.square().sum() + i.square().sum() + j.square().sum()
         return (u * i).sum(-1), (u * j).sum(-1), sq_norm
