@@ -56,9 +56,9 @@ def row_sparse_grad(rows: torch.Tensor, values: torch.Tensor, shape: torch.Size)
 
 
 class RowSparseAdam(torch.optim.Optimizer):
-    """Adam (no weight decay) for 2-d float32 CPU tables whose gradients are row-sparse
-    tensors; :meth:`step` costs the touched rows only, :meth:`sync` brings every row up to
-    date."""
+    """Adam (no weight decay, constant learning rate: the closed form assumes both) for 2-d
+    float32 CPU tables whose gradients are row-sparse tensors; :meth:`step` costs the touched
+    rows only, :meth:`sync` brings every row up to date."""
 
     def __init__(
         self,
