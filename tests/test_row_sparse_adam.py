@@ -97,9 +97,11 @@ def test_bpr_fit_with_row_sparse_adam_matches_dense_adam(monkeypatch: pytest.Mon
     data = make_synthetic(300, 150, 3000, seed=0)
     options = {"factors": 8, "batch_size": 16, "epochs": 2, "lr": 0.01, "progress": False}
     sparse = BPRMF(**options).fit(data)
+    assert sparse.optimizer_name == "RowSparseAdam"
     assert sparse.module.sparse_rows_hook is None  # switched back for later dense users
     dense_only = trainer.make_optimizer
     monkeypatch.setattr(trainer, "make_optimizer", lambda *args, **_: dense_only(*args))
     dense = BPRMF(**options).fit(data)
+    assert dense.optimizer_name == "Adam"
     users = np.arange(data.n_users)
     torch.testing.assert_close(sparse.score(users), dense.score(users), rtol=0, atol=2e-3)
