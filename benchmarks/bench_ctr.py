@@ -8,6 +8,9 @@ the results file records test AUC / gAUC / logloss, the GSU's search recall (sha
 slots holding behaviours of the target's category), training throughput, fit time, the best
 epoch and this process's peak RSS. Per-user test AUCs (mean over seeds) are kept for paired tests.
 
+``--set key=value --tag NAME`` runs an ablation: the configs' params changed, results in
+``<prefix><config>_<NAME>.json`` beside the unchanged ones (``--summarize`` lists them too).
+
 ``--timing`` measures, for search-based taobao configs, the search-stage (GSU) and full-scoring
 time for 1,000 candidates against one 2,000-event history (one thread, wall and CPU time), into
 ``ctr_search_timing.json``.
@@ -26,6 +29,7 @@ and DARE's attention dim 16 vs 64 (search speed-up and AUC difference).
         --configs dare twin --seeds 0 1 2
     python benchmarks/bench_ctr.py --timing dare dare_att64 twin sim sim_soft --summarize
     python benchmarks/bench_ctr.py --suite ml-1m --configs din twin dare --summarize
+    python benchmarks/bench_ctr.py --configs dare --set attention_std=1.414 --tag std1.41
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from polyrec.config import build, load_yaml
+from polyrec.config import build, load_yaml, parse_overrides
 from polyrec.data.ctr import build_ctr_samples
 from polyrec.eval.ctr_metrics import per_user_auc
 from polyrec.eval.significance import delong_test, paired_tests, summarize_seeds
@@ -64,17 +68,28 @@ def load_configs(suite: str, names: list[str]) -> dict[str, CTRRunConfig]:
     return {name: build(CTRRunConfig, load_yaml(folder / f"{name}.yaml")) for name in names}
 
 
-def run(configs: list[str], seeds: list[int], data_dir: str | None, suite: str) -> None:
-    """Train and evaluate each config for each seed; one results file per config."""
+def run(
+    configs: list[str],
+    seeds: list[int],
+    data_dir: str | None,
+    suite: str,
+    overrides: dict[str, Any],
+    tag: str | None,
+) -> None:
+    """Train and evaluate each config for each seed; one results file per config (named
+    ``<config>_<tag>`` when ``overrides`` change its params)."""
     torch.set_num_threads(1)
     cfgs = load_configs(suite, configs)
+    for cfg in cfgs.values():
+        cfg.params.update(overrides)
     protocols = {c.data.model_dump_json() for c in cfgs.values()}
     if len(protocols) != 1:
         raise SystemExit("all configs must share the data section (same samples)")
     first = next(iter(cfgs.values()))
     log = load_log(first.data, data_dir)
     data = build_ctr_samples(log, first.data.protocol)
-    for name, cfg in cfgs.items():
+    for config_name, cfg in cfgs.items():
+        name = f"{config_name}_{tag}" if tag else config_name
         out: dict[str, Any] = {
             "config": name,
             "model": cfg.model,
@@ -192,6 +207,31 @@ def delong_vs_dare(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def attention_dim_comparison(res: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+    """DARE attention dim 16 vs 64: AUC difference (points), DeLong on the seed-averaged
+    predictions, and the search speed-up from ``ctr_search_timing.json`` (measured on one
+    synthetic 2,000-event history: the search cost does not depend on the data)."""
+    a16, a64 = res["dare"], res["dare_att64"]
+    y = np.array(a16["test_labels"])
+    out: dict[str, Any] = {
+        "auc_diff_points": 100
+        * (table["dare"]["auc"]["mean"] - table["dare_att64"]["auc"]["mean"]),
+        "delong_seed_mean_scores": delong_test(
+            y,
+            np.mean(a16["test_scores"]["scores"], axis=0),
+            np.mean(a64["test_scores"]["scores"], axis=0),
+        ),
+    }
+    timing_file = RESULTS / "ctr_search_timing.json"
+    if timing_file.is_file():
+        times = json.loads(timing_file.read_text())["configs"]
+        t16, t64 = times["dare"], times["dare_att64"]
+        out["search_speedup_wall"] = t64["search_ms_per_1k"] / t16["search_ms_per_1k"]
+        out["search_speedup_cpu"] = t64["search_cpu_ms_per_1k"] / t16["search_cpu_ms_per_1k"]
+        out["timing"] = {"dare": t16, "dare_att64": t64}
+    return out
+
+
 def summarize(suite: str) -> None:
     """Aggregate every per-config file into the summary (see module docstring)."""
     prefix = SUITES[suite][1]
@@ -228,17 +268,8 @@ def summarize(suite: str) -> None:
         "paired_per_user_test_auc": paired,
         "delong_test_auc": delong_vs_dare(res),
     }
-    timing_file = RESULTS / "ctr_search_timing.json"  # measured on the taobao suite's dims
-    if suite == "taobao" and timing_file.is_file() and "dare" in table and "dare_att64" in table:
-        times = json.loads(timing_file.read_text())["configs"]
-        a16, a64 = times["dare"], times["dare_att64"]
-        summary["dare_attention_dim_16_vs_64"] = {
-            "search_speedup_wall": a64["search_ms_per_1k"] / a16["search_ms_per_1k"],
-            "search_speedup_cpu": a64["search_cpu_ms_per_1k"] / a16["search_cpu_ms_per_1k"],
-            "auc_diff_points": 100
-            * (table["dare"]["auc"]["mean"] - table["dare_att64"]["auc"]["mean"]),
-            "timing": {"dare": a16, "dare_att64": a64},
-        }
+    if "dare" in table and "dare_att64" in table:
+        summary["dare_attention_dim_16_vs_64"] = attention_dim_comparison(res, table)
     (RESULTS / f"{prefix}summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 
@@ -247,6 +278,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="*", default=[])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--set", action="append", default=[], help="override a model param (key=value)"
+    )
+    parser.add_argument("--tag", help="with --set: results go to <config>_<tag>.json")
     parser.add_argument("--timing", nargs="*", default=[], help="search-based configs to time")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--conflict", nargs="*", default=[], help="configs to analyse")
@@ -256,9 +291,18 @@ def main() -> None:
         "--suite", choices=sorted(SUITES), default="taobao", help="configs and result files"
     )
     args = parser.parse_args()
+    if bool(args.set) != bool(args.tag):
+        parser.error("--set and --tag go together (a changed config must not overwrite its file)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.configs:
-        run(args.configs, args.seeds, args.data_dir, args.suite)
+        run(
+            args.configs,
+            args.seeds,
+            args.data_dir,
+            args.suite,
+            parse_overrides(args.set),
+            args.tag,
+        )
     if args.timing:
         timing(args.timing, args.rounds, args.data_dir)
     if args.conflict:
