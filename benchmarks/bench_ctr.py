@@ -28,7 +28,7 @@ and DARE's attention dim 16 vs 64 (search speed-up and AUC difference).
     OMP_NUM_THREADS=1 POLYREC_DATA_DIR=/work/shared/data python benchmarks/bench_ctr.py \\
         --configs dare twin --seeds 0 1 2
     python benchmarks/bench_ctr.py --timing dare dare_att64 twin sim sim_soft --summarize
-    python benchmarks/bench_ctr.py --suite ml-1m --configs din twin dare --summarize
+    python benchmarks/bench_ctr.py --suite ml-1m --configs din twin dare dare_att64 --summarize
     python benchmarks/bench_ctr.py --configs dare --set attention_std=1.414 --tag std1.41
 """
 
