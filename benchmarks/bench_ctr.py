@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from polyrec.config import build, load_yaml, parse_overrides
+from polyrec.config import build, load_yaml, merge, parse_overrides
 from polyrec.data.ctr import build_ctr_samples
 from polyrec.eval.ctr_metrics import per_user_auc
 from polyrec.eval.significance import delong_test, paired_tests, summarize_seeds
@@ -81,7 +81,7 @@ def run(
     torch.set_num_threads(1)
     cfgs = load_configs(suite, configs)
     for cfg in cfgs.values():
-        cfg.params.update(overrides)
+        cfg.params = merge(cfg.params, overrides)
     protocols = {c.data.model_dump_json() for c in cfgs.values()}
     if len(protocols) != 1:
         raise SystemExit("all configs must share the data section (same samples)")
@@ -186,24 +186,27 @@ def conflict(configs: list[str], data_dir: str | None) -> None:
     (RESULTS / "ctr_gradient_conflict.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
+def paired_delong(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """DeLong tests of two result files' test AUC on the same samples: per seed (same seed
+    index) and for the predictions averaged over their common seeds."""
+    y = np.array(mine["test_labels"])
+    a, b = np.array(mine["test_scores"]["scores"]), np.array(theirs["test_scores"]["scores"])
+    n = min(len(a), len(b))
+    return {
+        "per_seed": [delong_test(y, a[i], b[i]) for i in range(n)],
+        "seed_mean_scores": delong_test(y, a[:n].mean(0), b[:n].mean(0)),
+    }
+
+
 def delong_vs_dare(res: dict[str, Any]) -> dict[str, Any]:
-    """DeLong tests of each DARE config's test AUC against every non-DARE config on the same
-    samples: per seed (same seed index) and for the seed-averaged predictions."""
+    """:func:`paired_delong` of each DARE config against every non-DARE config scored on the
+    same samples."""
     out: dict[str, Any] = {}
     scored = {name: r for name, r in res.items() if "test_scores" in r}
-    for mine_name in sorted(n for n in scored if n.startswith("dare")):
-        labels = scored[mine_name]["test_labels"]
-        y = np.array(labels)
-        mine = np.array(scored[mine_name]["test_scores"]["scores"])
+    for mine in sorted(n for n in scored if n.startswith("dare")):
         for other in sorted(n for n in scored if not n.startswith("dare")):
-            if scored[other]["test_labels"] != labels:
-                continue
-            theirs = np.array(scored[other]["test_scores"]["scores"])
-            n = min(len(mine), len(theirs))
-            out[f"{mine_name}_vs_{other}"] = {
-                "per_seed": [delong_test(y, mine[i], theirs[i]) for i in range(n)],
-                "seed_mean_scores": delong_test(y, mine[:n].mean(0), theirs[:n].mean(0)),
-            }
+            if scored[other]["test_labels"] == scored[mine]["test_labels"]:
+                out[f"{mine}_vs_{other}"] = paired_delong(scored[mine], scored[other])
     return out
 
 
@@ -211,16 +214,12 @@ def attention_dim_comparison(res: dict[str, Any], table: dict[str, Any]) -> dict
     """DARE attention dim 16 vs 64: AUC difference (points), DeLong on the seed-averaged
     predictions, and the search speed-up from ``ctr_search_timing.json`` (measured on one
     synthetic 2,000-event history: the search cost does not depend on the data)."""
-    a16, a64 = res["dare"], res["dare_att64"]
-    y = np.array(a16["test_labels"])
     out: dict[str, Any] = {
         "auc_diff_points": 100
         * (table["dare"]["auc"]["mean"] - table["dare_att64"]["auc"]["mean"]),
-        "delong_seed_mean_scores": delong_test(
-            y,
-            np.mean(a16["test_scores"]["scores"], axis=0),
-            np.mean(a64["test_scores"]["scores"], axis=0),
-        ),
+        "delong_seed_mean_scores": paired_delong(res["dare"], res["dare_att64"])[
+            "seed_mean_scores"
+        ],
     }
     timing_file = RESULTS / "ctr_search_timing.json"
     if timing_file.is_file():
