@@ -9,7 +9,8 @@ Recall/NDCG@10 (history items not masked) and TIGER's invalid-ID rate with and w
 trie constraint. Writes ``results/generative_<dataset>_tiger.json``.
 
 ``--part preferences``: builds extractive preferences from review text, trains SASRec, TIGER,
-Mender-Emb and Mender-Tok on the same split and scores the five axes of
+Mender-Emb and Mender-Tok (each also with the official code's optional training data:
+sentiment pairs and accumulated-preference contexts) on the same split and scores the five axes of
 :mod:`polyrec.models.generative.benchmark`. On ``synthetic`` (item categories and
 rating-consistent reviews) the right answer is known. Writes
 ``results/generative_<dataset>_preferences.json``.
@@ -189,40 +190,44 @@ def part_preferences(args: argparse.Namespace) -> dict[str, Any]:
     fields = ("title", "category") if args.dataset == "synthetic" else ("style",)
     cfg.update(item_features="text", text_fields=fields, eval_every=2)
     cfg["semantic_ids"] = {"method": "rqvae", "rqvae": {"codebook_size": 16, "epochs": 100}}
+    # "+data": the official code's optional training data, sentiment pairs (add_pos_data,
+    # add_neg_data) and accumulated-preference contexts (accumulate_inst), for half the examples
+    mixed = {**cfg, "sentiment_pairs": True, "accumulated_fraction": 0.5}
     models: dict[str, Recommender] = {
         "sasrec": SASRec(dim=64, dropout=0.2, max_len=20, epochs=200, patience=5, progress=False),
         "tiger": TIGER({k: v for k, v in cfg.items() if k not in _MENDER_KEYS}, progress=False),
         "mender_emb": Mender(cfg, progress=False),
         "mender_tok": MenderTok(cfg, progress=False),
+        "mender_emb_data": Mender(mixed, progress=False),
+        "mender_tok_data": MenderTok(mixed, progress=False),
     }
     out: dict[str, Any] = {"dataset": repr(ds), "models": {}}
     for name, model in models.items():
         rec = fit_within(model, split.train, split.valid, args.max_minutes)
         rec["test"] = test_metrics(model, split.test)
         out["models"][name] = rec
-    # benchmark on the test split: preferences at the test step (window ends at the test item),
-    # written, embedded and matched as Mender does at its training and validation steps
+    # benchmark on the test split: the preferences written just before the test item (window
+    # ending at the validation item), embedded and matched as Mender does in training
     full = merge_interactions(split.train, split.valid, split.test)
     mender = models["mender_emb"]
     assert isinstance(mender, Mender)
     mcfg = mender.config
     gen = mender.generator
-    table = user_preferences(full, gen, window=mcfg.preference_window, last_n=1)
+    table = user_preferences(full, gen, window=mcfg.preference_window, last_n=2)
     acc_table = user_preferences(full, gen, window=mcfg.preference_window, last_n=None)
     users = split.test.users
-    last = np.diff(full.sequences.indptr)[users] - 1
-    prefs = [table.at(u, s) for u, s in zip(users.tolist(), last.tolist(), strict=True)]
-    acc = [
-        acc_table.accumulated(u, s)[:20] for u, s in zip(users.tolist(), last.tolist(), strict=True)
-    ]
+    before = np.diff(full.sequences.indptr)[users] - 2  # the step before the test item
+    pairs = list(zip(users.tolist(), before.tolist(), strict=True))
+    prefs = [table.at(u, s) for u, s in pairs]
+    acc = [acc_table.accumulated(u, s) for u, s in pairs]
     item_emb = embed_item_texts(ds, mcfg.preference_model, fields=mcfg.text_fields, progress=False)
     bench = build_benchmark(
         users, split.test.items, prefs, acc, item_emb, lambda t: mender.embed_preferences(t).numpy()
     )
     out["mender_validation"] = (
-        "early stopping scores each validation user with the matched preference at the "
-        "validation step (window ending at the validation item), as the recommendation axis "
-        "does at the test step; after fit the context is every preference at the last known step"
+        "early stopping scores each validation user with the preference matched to the "
+        "validation item among those written before it, as the recommendation axis does for "
+        "the test item; after fit the context is every preference at the last known step"
     )
     out["benchmark_sizes"] = {axis: len(s) for axis, s in bench.items()}
     out["axes"] = {}

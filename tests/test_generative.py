@@ -25,6 +25,7 @@ from polyrec.models.generative.benchmark import (
     build_benchmark,
     combined_recall,
     invert,
+    positive_candidates,
     rank_metrics,
     steering_partner,
 )
@@ -429,6 +430,80 @@ def test_mender_fits_follows_context_and_round_trips(data, tmp_path: Path) -> No
     torch.testing.assert_close(back.score(users), model.score(users))
 
 
+def test_mender_training_contexts_sentiment_pairs_and_accumulated(data, tmp_path: Path) -> None:
+    from test_text_features import tiny_sentence_model
+
+    torch.set_num_threads(1)
+    encoder = tiny_sentence_model(tmp_path / "enc")
+    cfg = {**TINY, "preference_model": encoder, "epochs": 1}
+    model = Mender({**cfg, "sentiment_pairs": True, "accumulated_fraction": 1.0})
+    model.fit(data.train)
+    users = prefix_examples(data.train, 5)[0]
+    n = len(users)
+    lengths = np.diff(data.train.sequences.indptr)
+    flat = np.arange(lengths.sum())
+    pos = flat - np.repeat(data.train.sequences.indptr[:-1], lengths)
+    steps, interaction = pos[pos >= 1], data.train.order[flat[pos >= 1]]
+    table = model.preferences
+    rows, ctx, sign = model._train_rows, model._train_prefs, model._train_sign
+    assert (rows[:n] == np.arange(n)).all() and (sign[:n] == 1).all()
+    # each row's context: one positive preference written before its target (never from the
+    # target's own review), or its inverted negative when all were negative
+    for r in range(n):
+        before = table.at(users[r], steps[r] - 1)
+        got = _texts(model, ctx[r])
+        assert got == [] if not before else got[0] in positive_candidates(before)
+    # sentiment pairs: twins over one negatively reviewed row, "Prefers X" then "Avoid X"
+    pairs = np.flatnonzero(sign < 0)
+    assert len(pairs) > 0 and len(rows) == n + 2 * len(pairs)
+    for k in pairs.tolist():
+        r = rows[k]
+        assert rows[k - 1] == r and sign[k - 1] == 1
+        (neg,), (pos_text,) = _texts(model, ctx[k]), _texts(model, ctx[k - 1])
+        assert is_negative(neg) and pos_text == invert(neg)
+        assert neg in table.at(users[r], steps[r])  # written with the item's own review
+        assert data.train.ratings[interaction[r]] <= 2
+    # accumulated_fraction 1: every row trains on everything accumulated before its target;
+    # the pairs keep their single preference
+    batch = model._example_context(np.arange(len(rows)), np.random.default_rng(0))
+    assert (batch["sign"].numpy() == sign).all()
+    limit = batch["prefix"].shape[1]
+    for r in range(n):
+        want = table.accumulated(users[r], steps[r] - 1)[:limit]
+        assert [model.pref_texts[i] for i in model._train_accumulated[r] if i >= 0][:limit] == want
+    acc = torch.from_numpy(model._train_accumulated[:n, :limit])
+    torch.testing.assert_close(
+        batch["prefix"][:n], model.pref_rows[acc.clamp_min(0)] * (acc >= 0)[..., None]
+    )
+    torch.testing.assert_close(
+        batch["prefix"][n:, 0], model.pref_rows[torch.from_numpy(ctx[n:, 0])]
+    )
+    assert batch["prefix_mask"][n:, 1:].all()
+
+
+def test_negative_examples_take_the_unlikelihood_loss() -> None:
+    torch.manual_seed(0)
+    model = TIGER(TINY).fit(make_synthetic(20, 15, 150, seed=0))
+    net = model.train_module.eval()
+    tokens = torch.from_numpy(model.histories[:4])
+    codes = torch.from_numpy(model.id_map.ids_of(np.arange(4)))
+    with torch.no_grad():
+        memory, mask = net.encode(tokens)
+        logits = net.teacher_forced(memory, mask, codes[:, None])
+        p = torch.stack(
+            [
+                lg[:, 0].softmax(-1).gather(1, codes[:, d, None])[:, 0]
+                for d, lg in enumerate(logits)
+            ],
+            1,
+        )
+        sign = torch.tensor([1, -1, 1, -1])
+        want = torch.where(sign[:, None] > 0, -p.log(), -(1 - p).log()).mean()
+        torch.testing.assert_close(net(tokens, codes, sign=sign), want)
+        torch.testing.assert_close(net(tokens, codes), -p.log().mean())
+        torch.testing.assert_close(net(tokens, codes, sign=torch.ones(4)), -p.log().mean())
+
+
 class _Recording(ExtractiveGenerator):
     """The extractive generator, recording the review of every item of every window it reads."""
 
@@ -464,19 +539,21 @@ def _texts(model: Mender, row: np.ndarray) -> list[str]:
     return [model.pref_texts[i] for i in row if i >= 0]
 
 
-def _at_validation_step(split) -> tuple[np.ndarray, list[list[str]]]:
-    """Validation users and the preferences the generator writes at their validation step
-    (the window ends at the validation item), computed the way the benchmark does at the test
-    step."""
+def _around_validation(split) -> tuple[np.ndarray, list[list[str]], list[list[str]]]:
+    """Validation users, the preferences written just before their validation item (the window
+    ends at the last training item: the benchmark's choice for the test item) and those
+    written with it (the window ends at the validation item)."""
     known = merge_interactions(split.train, split.valid)
-    table = user_preferences(known, ExtractiveGenerator(), window=5, last_n=1)
+    table = user_preferences(known, ExtractiveGenerator(), window=5, last_n=2)
     users = split.valid.users
-    steps = np.diff(known.sequences.indptr)[users] - 1
-    return users, [table.at(u, s) for u, s in zip(users.tolist(), steps.tolist(), strict=True)]
+    steps = (np.diff(known.sequences.indptr)[users] - 1).tolist()
+    before = [table.at(u, s - 1) for u, s in zip(users.tolist(), steps, strict=True)]
+    at = [table.at(u, s) for u, s in zip(users.tolist(), steps, strict=True)]
+    return users, before, at
 
 
 @pytest.mark.parametrize("cls", [Mender, MenderTok])
-def test_mender_validates_on_the_matched_preference_at_the_validation_step(
+def test_mender_validates_on_the_preference_matched_to_the_validation_item(
     cls, tagged, tmp_path: Path
 ) -> None:
     from test_text_features import tiny_sentence_model
@@ -492,14 +569,14 @@ def test_mender_validates_on_the_matched_preference_at_the_validation_step(
     assert all((c == seen[0]).all() for c in seen)
     validating = seen[0]
 
-    users, at_valid = _at_validation_step(tagged)
+    users, before_valid, at_valid = _around_validation(tagged)
     item_emb = embed_item_texts(
         tagged.train, encoder, fields=model.config.text_fields, progress=False
     )
     samples = build_benchmark(
         users,
         tagged.valid.items,
-        at_valid,
+        before_valid,
         [[]] * len(users),
         item_emb,
         lambda texts: embed_item_texts(texts, encoder, progress=False),
@@ -508,11 +585,12 @@ def test_mender_validates_on_the_matched_preference_at_the_validation_step(
     assert len(expected) > len(users) // 2
     for u in users.tolist():
         assert _texts(model, validating[u]) == expected.get(u, [])
-    # the validation step's preference is not what the last training step said
-    train_last = np.diff(tagged.train.sequences.indptr) - 1
-    assert any(expected[u][0] not in model.preferences.at(u, int(train_last[u])) for u in expected)
+    # the validation item's own review never reaches its context: what is written with it
+    # differs from what was written before it for some users
+    assert any(b != a for b, a in zip(before_valid, at_valid, strict=True))
     # serving: every preference at the last known step (the validation item's); users without
     # a validation item keep their last training step's
+    train_last = np.diff(tagged.train.sequences.indptr) - 1
     for u, prefs in zip(users.tolist(), at_valid, strict=True):
         assert _texts(model, model.user_context[u]) == prefs[:5]
     for u in np.setdiff1d(tagged.train.active_users, users).tolist():
@@ -535,7 +613,7 @@ def test_mender_fit_cut_short_keeps_the_serving_context(tagged, tmp_path: Path) 
     model.epoch_callbacks.append(stop)
     with pytest.raises(KeyboardInterrupt):
         model.fit(tagged.train, tagged.valid)
-    users, at_valid = _at_validation_step(tagged)
+    users, _, at_valid = _around_validation(tagged)
     for u, prefs in zip(users.tolist(), at_valid, strict=True):
         assert _texts(model, model.user_context[u]) == prefs[:5]
 
@@ -555,19 +633,26 @@ def test_steering_partners_on_a_ten_item_toy_case() -> None:
 
 def test_build_benchmark_axes_by_hand() -> None:
     emb = np.eye(3, dtype=np.float32)
-    vecs = {"Prefers a": emb[0], "Avoid b": emb[1], "Prefers c": emb[2]}
+    vecs = {
+        "Prefers a": emb[0],
+        "Avoid a": 2 * emb[0],  # closer to item 0 than "Prefers a", but negative: never matched
+        "Avoid b": emb[1],
+        "Prefers b": emb[1],
+        "Prefers c": emb[2],
+    }
     samples = build_benchmark(
         users=np.array([0, 1]),
         targets=np.array([0, 1]),
-        preferences=[["Prefers c", "Prefers a"], ["Avoid b"]],
+        preferences=[["Prefers c", "Avoid a", "Prefers a"], ["Avoid b"]],
         accumulated=[["Prefers a", "Prefers c", "Avoid b"], ["Avoid b"]],
         item_emb=emb,
         embed=lambda texts: np.stack([vecs[t] for t in texts]),
     )
     rec = samples["recommendation"]
+    # user 1 has only a negative preference: its inverted form is matched (official rule)
     assert [(s.history_user, s.preferences, s.target) for s in rec] == [
         (0, ["Prefers a"], 0),
-        (1, ["Avoid b"], 1),
+        (1, ["Prefers b"], 1),
     ]
     sent = samples["sentiment"]
     assert [(s.preferences, s.avoid) for s in sent] == [
@@ -575,7 +660,7 @@ def test_build_benchmark_axes_by_hand() -> None:
         (["Prefers b"], ["Avoid b"]),
     ]
     assert [(s.history_user, s.preferences, s.target) for s in samples["fine"]] == [
-        (0, ["Avoid b"], 1),
+        (0, ["Prefers b"], 1),
         (1, ["Prefers a"], 0),
     ]
     assert samples["consolidation"][0].preferences == ["Prefers a", "Prefers c", "Avoid b"]

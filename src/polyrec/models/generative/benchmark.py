@@ -1,9 +1,11 @@
 """The preference-discerning benchmark of Mender (Paischer et al., TMLR 2025, Section 5),
 built from item and preference embeddings for any dataset with generated preferences.
 
-For every test user ``u`` with test item ``i`` (leave-one-out) and the preferences written at
-that step, the *matched* preference is the one closest to ``i`` (dot product of embeddings,
-:func:`matched_preferences`; Mender validates on the same choice at the validation step).
+For every test user ``u`` with test item ``i`` (leave-one-out) the preferences are those
+written from ``u``'s history before ``i`` (the window ends at the item before ``i``; in the
+official code the preferences keyed by item ``j-2`` go with target ``j-1``), and the *matched*
+preference is the positive one closest to ``i`` (:func:`matched_preferences`, the official
+``match_preferences_to_items.py``; Mender trains and validates on the same choice).
 
 - ``recommendation``: history of ``u`` + matched preference -> ``i``.
 - ``sentiment``: the matched preference in positive form ("Prefers X") must retrieve ``i`` and
@@ -14,7 +16,7 @@ that step, the *matched* preference is the one closest to ``i`` (dot product of 
   ``v``'s matched preference and expects ``v``'s item (the history says one thing, the
   preference another). Over all ``u`` this yields both crosswise samples of the paper.
 - ``consolidation``: history of ``u`` + every preference accumulated over ``u``'s history
-  (only some relevant) -> ``i``.
+  (only some relevant; the first :data:`ACCUMULATED_LIMIT`) -> ``i``.
 
 Simplifications (stated, not hidden): samples come from the test split only (the paper also
 builds training/validation variants and tags seen/unseen preferences); the negative form of a
@@ -31,6 +33,7 @@ import numpy as np
 from polyrec.models.generative.preferences import is_negative
 
 AXES = ("recommendation", "sentiment", "fine", "coarse", "consolidation")
+ACCUMULATED_LIMIT = 20  # accumulated preferences in a history-consolidation context
 
 
 @dataclass
@@ -75,22 +78,30 @@ def matched_preferences(
     item_emb: np.ndarray,
     embed: Callable[[list[str]], np.ndarray],
 ) -> list[str | None]:
-    """Per sample the *matched* preference: among ``preferences[s]`` (those written at the
-    target's step) the one whose embedding has the largest dot product with the target item's
-    ``item_emb`` row (first on ties); ``None`` when there is none. ``embed`` maps preference
-    texts to vectors in the item embedding's space. Mender trains and validates on this choice
-    and the benchmark tests it."""
-    texts = sorted({t for p in preferences for t in p})
+    """Per sample the *matched* preference, as the official ``match_preferences_to_items.py``
+    picks it: among the positive ones of ``preferences[s]`` (or, when all are negative, their
+    inverted forms, :func:`invert`) the one whose embedding has the largest dot product with
+    the target item's ``item_emb`` row (first on ties); ``None`` when there is none. A negative
+    preference never describes the item it is matched to. ``embed`` maps preference texts to
+    vectors in the item embedding's space."""
+    candidates = [positive_candidates(p) for p in preferences]
+    texts = sorted({t for c in candidates for t in c})
     vecs = embed(texts) if texts else np.zeros((0, item_emb.shape[1]), np.float32)
     lookup = {t: i for i, t in enumerate(texts)}
     matched: list[str | None] = []
-    for prefs, item in zip(preferences, np.asarray(targets).tolist(), strict=True):
-        if not prefs:
+    for cands, item in zip(candidates, np.asarray(targets).tolist(), strict=True):
+        if not cands:
             matched.append(None)
             continue
-        sims = vecs[[lookup[p] for p in prefs]] @ item_emb[item]
-        matched.append(list(prefs)[int(sims.argmax())])
+        sims = vecs[[lookup[p] for p in cands]] @ item_emb[item]
+        matched.append(cands[int(sims.argmax())])
     return matched
+
+
+def positive_candidates(preferences: Sequence[str]) -> list[str]:
+    """The positive preferences, else (all negative) their inverted forms."""
+    positive = [p for p in preferences if not is_negative(p)]
+    return positive or [invert(p) for p in preferences]
 
 
 def build_benchmark(
@@ -102,17 +113,17 @@ def build_benchmark(
     embed: Callable[[list[str]], np.ndarray],
 ) -> dict[str, list[Sample]]:
     """Samples per axis (see module docstring) from test ``users``, their ``targets``, the
-    ``preferences`` written at the target step and all ``accumulated`` ones; ``embed`` maps
-    preference texts to vectors in the item embedding's space."""
+    ``preferences`` written just before the target and all ``accumulated`` ones up to there
+    (at most :data:`ACCUMULATED_LIMIT` are kept); ``embed`` maps preference texts to vectors
+    in the item embedding's space."""
     matched = matched_preferences(preferences, targets, item_emb, embed)
     has = np.array([m is not None for m in matched])
     out: dict[str, list[Sample]] = {axis: [] for axis in AXES}
     for s in np.flatnonzero(has):
         u, item, pref = int(users[s]), int(targets[s]), str(matched[s])
         out["recommendation"].append(Sample(u, [pref], item))
-        positive = invert(pref) if is_negative(pref) else pref
-        out["sentiment"].append(Sample(u, [positive], item, avoid=[invert(positive)]))
-        out["consolidation"].append(Sample(u, list(accumulated[s]), item))
+        out["sentiment"].append(Sample(u, [pref], item, avoid=[invert(pref)]))
+        out["consolidation"].append(Sample(u, list(accumulated[s])[:ACCUMULATED_LIMIT], item))
     idx = np.flatnonzero(has)
     for axis, coarse in (("fine", False), ("coarse", True)):
         partner = steering_partner(targets[idx], item_emb, coarse)

@@ -18,15 +18,26 @@ semantic-ID tokens; the decoder and the trie-constrained beam search are TIGER's
 Preferences come from a :class:`~.preferences.PreferenceGenerator` over the user's reviews
 (the offline extractive one by default). Training conditions each example (history -> next item
 ``t``) on the *matched* preference, as in the paper's preference-based setting: among the
-preferences written at step ``t``, the one whose embedding is closest to the target item's
-text embedding (the same encoder embeds items, from ``text_fields``, and preferences;
+preferences written from the history before ``t`` (the window ends at the item before ``t``,
+as the official code pairs the preferences of item ``j-2`` with target ``j-1``: ``t``'s own
+review never reaches its context), the positive one whose embedding is closest to the target
+item's text embedding (the same encoder embeds items, from ``text_fields``, and preferences;
 :func:`.benchmark.matched_preferences`). Validation (early stopping) conditions the same way, as
-the benchmark tests: each validation user gets the matched preference at the validation item's
-step (window ending at that item), not the preferences of their last training step, which
-describe an earlier item. After ``fit`` each user's context is every preference at their last
-known step (the last item of the stored history: the validation item when ``fit`` had one);
+the benchmark tests: each validation user gets the matched preference for the validation item.
+After ``fit`` each user's context is every preference at their last known step (the last item
+of the stored history: the validation item when ``fit`` had one);
 :meth:`Mender.set_preference_context` and :meth:`Mender.generate_with_preferences` condition on
 any other preferences (the benchmark axes in :mod:`.benchmark`).
+
+Two optional training-data additions of the official code (both off by default, as in its
+configs): ``sentiment_pairs`` (its ``add_pos_data`` / ``add_neg_data``): for each training
+target the user reviewed negatively, the negative preference that review caused, matched to
+the item, becomes a pair: its inverted form ("Prefers X") -> the item, and the negative form
+("Avoid X") as a *negative* example whose ID tokens are pushed down (unlikelihood loss,
+:meth:`.tiger._Seq2Seq.forward`); ``accumulated_fraction`` (its ``accumulate_inst``): that
+fraction of examples, drawn afresh each batch, is conditioned on every preference accumulated
+over the history before the target instead of the matched one, the history-consolidation
+setting.
 """
 
 from __future__ import annotations
@@ -43,12 +54,19 @@ from polyrec.data.sequences import PAD, merge_interactions
 from polyrec.errors import PolyrecError
 from polyrec.features.text import DEFAULT_MODEL, embed_item_texts
 from polyrec.models.base import ModelConfig
-from polyrec.models.generative.benchmark import matched_preferences
+from polyrec.models.generative.benchmark import (
+    ACCUMULATED_LIMIT,
+    invert,
+    matched_preferences,
+)
 from polyrec.models.generative.decoding import scores_from_beams
 from polyrec.models.generative.preferences import (
     ExtractiveGenerator,
     PreferenceGenerator,
     PreferenceTable,
+    is_negative,
+    item_reviews,
+    review_sentiment,
     user_preferences,
 )
 from polyrec.models.generative.tiger import TIGER, TIGERConfig, _Seq2Seq, prefix_examples
@@ -60,12 +78,15 @@ TEXT_PAD, TEXT_UNK, TEXT_SEP = 0, 1, 2
 
 
 class MenderConfig(TIGERConfig):
-    """Mender-Emb options on top of TIGER's."""
+    """Mender-Emb options on top of TIGER's (``sentiment_pairs``, ``accumulated_fraction``:
+    see the module docstring)."""
 
     preference_model: str = DEFAULT_MODEL
     preference_window: int = Field(5, ge=1)
     preference_steps: int = Field(20, ge=1)
     max_preferences: int = Field(5, ge=1)
+    sentiment_pairs: bool = False
+    accumulated_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class Mender(TIGER):
@@ -92,7 +113,12 @@ class Mender(TIGER):
         # the model's input row per preference text (Mender-Emb: its frozen embedding)
         self.pref_rows = torch.zeros(0, 0)
         self.user_context = np.zeros((0, self.config.max_preferences), np.int64)
+        # per training example: its prefix_examples row, context (indices into pref_texts) and
+        # sign (-1: a negative sentiment pair); per row: its accumulated preferences
+        self._train_rows = np.zeros(0, np.int64)
         self._train_prefs = np.zeros((0, 1), np.int64)
+        self._train_sign = np.zeros(0, np.int64)
+        self._train_accumulated = np.zeros((0, 1), np.int64)
 
     # ------------------------------------------------------------------ public
     def embed_preferences(self, texts: Sequence[str]) -> torch.Tensor:
@@ -139,44 +165,76 @@ class Mender(TIGER):
             last_n=None,
             cache_path=self.preference_cache,
         )
-        self.pref_texts = sorted(
-            {t for steps in self.preferences.prefs.values() for ps in steps.values() for t in ps}
-        )
-        if not self.pref_texts:
+        written = {
+            t for steps in self.preferences.prefs.values() for ps in steps.values() for t in ps
+        }
+        if not written:
             raise PolyrecError(f"{self.generator.name} wrote no preference for {train.name!r}")
+        # inverted negatives are matched when a step has no positive preference
+        self.pref_texts = sorted(written | {invert(t) for t in written if is_negative(t)})
         pref_emb = self.embed_preferences(self.pref_texts)
         item_emb = embed_item_texts(
             train, self.config.preference_model, fields=self.config.text_fields, progress=False
         )
-        self._train_prefs = self._matched(train, pref_emb.numpy(), item_emb)
         self.pref_rows = self._fit_inputs(pref_emb)
+        self._training_examples(train, pref_emb.numpy(), item_emb)
         serving, validating = self._contexts(train, valid, item_emb)
-        # early stopping must score what the benchmark tests: the matched preference at the
-        # validation step; serving (and a fit cut short by an exception) keeps the last step's
+        # early stopping must score what the benchmark tests: the matched preference for the
+        # validation item; serving (and a fit cut short by an exception) keeps the last step's
         self.user_context = validating
         try:
             super()._fit(train, valid)
         finally:
             self.user_context = serving
 
-    def _matched(self, train: Dataset, pref_emb: np.ndarray, item_emb: np.ndarray) -> np.ndarray:
-        """Per training example (order of :func:`prefix_examples`), the index of its matched
-        preference (:func:`.benchmark.matched_preferences` among those at its target's step;
-        ``-1``: none), by the frozen embeddings ``pref_emb`` (rows of ``pref_texts``) and
-        ``item_emb``."""
-        users, _, targets = prefix_examples(train, self.config.max_len)
+    def _training_examples(
+        self, train: Dataset, pref_emb: np.ndarray, item_emb: np.ndarray
+    ) -> None:
+        """Fill the ``_train_*`` tables from the frozen embeddings ``pref_emb`` (rows of
+        ``pref_texts``) and ``item_emb``: one example per :func:`prefix_examples` row with its
+        matched preference (``-1``: none), then the sentiment pairs, and each row's accumulated
+        preferences (see the module docstring)."""
+        cfg = self.config
+        users, _, targets = prefix_examples(train, cfg.max_len)
         lengths = np.diff(train.sequences.indptr)
-        pos = np.arange(lengths.sum()) - np.repeat(train.sequences.indptr[:-1], lengths)
-        steps = pos[pos >= 1]  # the target's step, in prefix_examples' order
-        lookup = {t: i for i, t in enumerate(self.pref_texts)}
+        flat = np.arange(lengths.sum())
+        pos = flat - np.repeat(train.sequences.indptr[:-1], lengths)
+        ends, steps = flat[pos >= 1], pos[pos >= 1]  # each target's position, in row order
         table = cast(PreferenceTable, self.preferences)
+        lookup = {t: i for i, t in enumerate(self.pref_texts)}
+
+        def embed(texts: list[str]) -> np.ndarray:
+            return pref_emb[[lookup[t] for t in texts]]
+
+        pairs = list(zip(users.tolist(), steps.tolist(), strict=True))
         matched = matched_preferences(
-            [table.at(u, s) for u, s in zip(users.tolist(), steps.tolist(), strict=True)],
-            targets,
-            item_emb,
-            lambda texts: pref_emb[[lookup[t] for t in texts]],
+            [table.at(u, s - 1) for u, s in pairs], targets, item_emb, embed
         )
-        return np.array([[-1 if m is None else lookup[m]] for m in matched], np.int64)
+        rows = list(range(len(users)))
+        contexts = [[] if m is None else [m] for m in matched]
+        signs = [1] * len(rows)
+        if cfg.sentiment_pairs:
+            reviews = item_reviews(train)
+            interaction = train.order[ends]
+            for r in np.flatnonzero([review_sentiment(reviews[j]) < 0 for j in interaction]):
+                u, s = pairs[r]
+                # the negative preferences written with this item's review, matched to it
+                negative = {invert(p): p for p in table.at(u, s) if is_negative(p)}
+                if not negative:
+                    continue
+                (positive,) = matched_preferences(
+                    [list(negative)], targets[r : r + 1], item_emb, embed
+                )
+                rows += [r, r]
+                contexts += [[str(positive)], [negative[str(positive)]]]
+                signs += [1, -1]
+        self._train_rows = np.array(rows, np.int64)
+        self._train_prefs = self._indices(contexts, 1)
+        self._train_sign = np.array(signs, np.int64)
+        if cfg.accumulated_fraction > 0:
+            self._train_accumulated = self._indices(
+                [table.accumulated(u, s - 1) for u, s in pairs], ACCUMULATED_LIMIT
+            )
 
     def _contexts(
         self, train: Dataset, valid: Dataset | None, item_emb: np.ndarray
@@ -185,10 +243,10 @@ class Mender(TIGER):
 
         Serving: every preference at the user's last known step, the last item of the history
         scoring uses after ``fit`` (``train`` then ``valid``). Validating: for each user with a
-        validation item, the matched preference at that item's step (the window ends at it;
-        the user's first validation item when there are several), chosen as the benchmark
-        chooses it at the test step; nothing after that step is read, and users without a
-        validation item (not scored while validating) keep the serving context.
+        validation item, the preference matched to it among those written just before it (the
+        user's first validation item when there are several), chosen as the benchmark chooses
+        it for the test item; users without a validation item (not scored while validating)
+        keep the serving context.
         """
         table = cast(PreferenceTable, self.preferences)
         last = np.diff(train.sequences.indptr) - 1
@@ -211,11 +269,11 @@ class Mender(TIGER):
             known,
             self.generator,
             window=self.config.preference_window,
-            last_n=int((end - step).max()) + 1,
+            last_n=int((end - step).max()) + 2,
             cache_path=self.preference_cache,
         )
         matched = matched_preferences(
-            [at.at(u, s) for u, s in zip(vusers.tolist(), step.tolist(), strict=True)],
+            [at.at(u, s - 1) for u, s in zip(vusers.tolist(), step.tolist(), strict=True)],
             seqs.items[seqs.indptr[vusers] + step],
             item_emb,
             lambda texts: self.embed_preferences(texts).numpy(),
@@ -232,12 +290,31 @@ class Mender(TIGER):
         dims["pref_dim"] = self._pref_dim()
         return dims
 
-    def _example_context(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
-        return self._prefix(self.pref_rows, self._train_prefs[idx])
+    def _example_rows(self, n: int) -> np.ndarray:
+        return self._train_rows
+
+    def _example_context(
+        self, idx: np.ndarray, rng: np.random.Generator
+    ) -> dict[str, torch.Tensor]:
+        context = self._train_prefs[idx]
+        frac = self.config.accumulated_fraction
+        if frac > 0:
+            rows = self._train_rows[idx]
+            swap = (rng.random(len(idx)) < frac) & (self._train_sign[idx] > 0)
+            swap &= idx < len(self._train_accumulated)  # the first examples are the rows
+            wide = np.full((len(idx), ACCUMULATED_LIMIT), -1, np.int64)
+            wide[:, :1] = context
+            wide[swap] = self._train_accumulated[rows[swap]]
+            used = int((wide >= 0).sum(1).max(initial=1))
+            context = wide[:, : max(used, 1)]
+        return {
+            **self._prefix(self.pref_rows, context),
+            "sign": torch.from_numpy(self._train_sign[idx]),
+        }
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.train_module(
-            batch["tokens"], batch["codes"], batch["prefix"], batch["prefix_mask"]
+            batch["tokens"], batch["codes"], batch["prefix"], batch["prefix_mask"], batch["sign"]
         )
 
     # ------------------------------------------------------------------ scoring
@@ -269,17 +346,21 @@ class Mender(TIGER):
         return {"prefix": vec * (t >= 0)[..., None], "prefix_mask": t < 0}
 
     def _index(self, preferences: Sequence[Sequence[str]]) -> np.ndarray:
-        """Preference lists -> ``(n, max_preferences)`` indices into the table (the input rows
-        of new texts are appended)."""
+        """Preference lists -> ``(n, max_preferences)`` indices into the table."""
+        return self._indices(preferences, self.config.max_preferences)
+
+    def _indices(self, preferences: Sequence[Sequence[str]], width: int) -> np.ndarray:
+        """Preference lists -> ``(n, width)`` indices into the table, ``-1`` = empty (the first
+        ``width`` of each list; the input rows of new texts are appended)."""
         lookup = {t: i for i, t in enumerate(self.pref_texts)}
         new = sorted({t for p in preferences for t in p if t not in lookup})
         if new:
             self.pref_rows = torch.cat([self.pref_rows, self._inputs_of(new)])
             lookup.update({t: len(self.pref_texts) + i for i, t in enumerate(new)})
             self.pref_texts.extend(new)
-        out = np.full((len(preferences), self.config.max_preferences), -1, np.int64)
+        out = np.full((len(preferences), width), -1, np.int64)
         for row, prefs in enumerate(preferences):
-            keep = list(prefs)[: self.config.max_preferences]
+            keep = list(prefs)[:width]
             out[row, : len(keep)] = [lookup[t] for t in keep]
         return out
 

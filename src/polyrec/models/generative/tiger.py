@@ -252,13 +252,25 @@ class _Seq2Seq(torch.nn.Module):
         codes: torch.Tensor,
         prefix: torch.Tensor | None = None,
         prefix_mask: torch.Tensor | None = None,
+        sign: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean cross-entropy of the target IDs ``codes (B, depth)`` over the ID tokens."""
+        """Mean cross-entropy of the target IDs ``codes (B, depth)`` over the ID tokens. With
+        ``sign (B,)``, an example with sign -1 is a negative: its tokens take the unlikelihood
+        loss ``-log(1 - p)`` instead (Welleck et al., ICLR 2020), which pushes the item down and
+        is bounded, where the official Mender code subtracts the cross-entropy (unbounded)."""
         memory, mask = self.encode(tokens, prefix, prefix_mask)
         logits = self.teacher_forced(memory, mask, codes[:, None])
-        return torch.stack(
-            [F.cross_entropy(lg[:, 0], codes[:, d]) for d, lg in enumerate(logits)]
-        ).mean()
+        logp = torch.stack(
+            [
+                F.log_softmax(lg[:, 0], dim=-1).gather(1, codes[:, d, None])[:, 0]
+                for d, lg in enumerate(logits)
+            ],
+            dim=1,
+        )
+        if sign is None:
+            return -logp.mean()
+        unlikely = -torch.log1p(-logp.exp().clamp(max=1.0 - 1e-6))
+        return torch.where(sign[:, None] > 0, -logp, unlikely).mean()
 
 
 class TIGER(SequentialRecommender):
@@ -384,19 +396,28 @@ class TIGER(SequentialRecommender):
         self, train: Dataset, rng: np.random.Generator
     ) -> Iterator[dict[str, torch.Tensor]]:
         users, hist, targets = prefix_examples(train, self.config.max_len)
-        order = rng.permutation(len(users))
+        rows = self._example_rows(len(users))
+        order = rng.permutation(len(rows))
         id_map = cast(SemanticIdMap, self.id_map)
         for start in range(0, len(order), self.config.batch_size):
             idx = order[start : start + self.config.batch_size]
+            r = rows[idx]
             yield {
-                "tokens": self._encoder_tokens(_trim(hist[idx]), users[idx]),
-                "codes": torch.from_numpy(id_map.ids_of(targets[idx])),
-                **self._example_context(idx),
+                "tokens": self._encoder_tokens(_trim(hist[r]), users[r]),
+                "codes": torch.from_numpy(id_map.ids_of(targets[r])),
+                **self._example_context(idx, rng),
             }
 
-    def _example_context(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
-        """Extra encoder context of the training examples ``idx`` (rows of
-        :func:`prefix_examples`); TIGER has none, Mender adds the matched preferences."""
+    def _example_rows(self, n: int) -> np.ndarray:
+        """The :func:`prefix_examples` row (of ``n``) of each training example: TIGER trains on
+        each once; Mender adds sentiment pairs over the same histories and targets."""
+        return np.arange(n)
+
+    def _example_context(
+        self, idx: np.ndarray, rng: np.random.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Extra inputs of the training examples ``idx`` (indices into :meth:`_example_rows`);
+        TIGER has none, Mender adds the preference context and each example's sign."""
         return {}
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
