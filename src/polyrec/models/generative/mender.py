@@ -305,8 +305,7 @@ class Mender(TIGER):
             wide = np.full((len(idx), ACCUMULATED_LIMIT), -1, np.int64)
             wide[:, :1] = context
             wide[swap] = self._train_accumulated[rows[swap]]
-            used = int((wide >= 0).sum(1).max(initial=1))
-            context = wide[:, : max(used, 1)]
+            context = wide[:, : int((wide >= 0).sum(1).max(initial=1))]
         return {
             **self._prefix(self.pref_rows, context),
             "sign": torch.from_numpy(self._train_sign[idx]),
