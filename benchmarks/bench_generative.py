@@ -8,11 +8,11 @@ leave-one-out split, each under a wall-clock budget, and reports full-ranking te
 Recall/NDCG@10 (history items not masked) and TIGER's invalid-ID rate with and without the
 trie constraint. Writes ``results/generative_<dataset>_tiger.json``.
 
-``--part preferences``: builds extractive preferences from review text, trains SASRec, TIGER,
-Mender-Emb and Mender-Tok (each also with the official code's optional training data:
-sentiment pairs and accumulated-preference contexts) on the same split and scores the five axes of
-:mod:`polyrec.models.generative.benchmark`. On ``synthetic`` (item categories and
-rating-consistent reviews) the right answer is known. Writes
+``--part preferences``: :func:`polyrec.bench.preferences.run_preference_benchmark` (also
+``polyrec bench preferences``): extractive preferences from review text; SASRec, TIGER,
+Mender-Emb and Mender-Tok (each Mender also with the official code's optional training data)
+on one split, scored on the five axes of :mod:`polyrec.models.generative.benchmark`. On
+``synthetic`` (item categories and rating-consistent reviews) the right answer is known. Writes
 ``results/generative_<dataset>_preferences.json``.
 
     POLYREC_DATA_DIR=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/bench_generative.py \\
@@ -30,24 +30,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from polyrec.bench.preferences import benchmark_dataset, run_preference_benchmark
 from polyrec.config import load_yaml
 from polyrec.data.registry import load_dataset
-from polyrec.data.sequences import merge_interactions
 from polyrec.data.split import leave_one_out
-from polyrec.data.synthetic import make_synthetic
 from polyrec.eval import evaluate
 from polyrec.features.text import embed_item_texts
 from polyrec.models.base import Recommender
-from polyrec.models.generative.benchmark import (
-    build_benchmark,
-    combined_recall,
-    rank_metrics,
-)
-from polyrec.models.generative.mender import Mender, MenderTok
-from polyrec.models.generative.preferences import user_preferences
 from polyrec.models.generative.semantic_ids import (
     SemanticIdConfig,
     build_semantic_ids,
@@ -167,102 +158,10 @@ def part_tiger(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _preference_data(args: argparse.Namespace) -> Any:
-    if args.dataset == "synthetic":
-        return make_synthetic(
-            n_users=args.users,
-            n_items=args.items,
-            n_interactions=args.users * 12,
-            n_categories=10,
-            seed=0,
-        )
-    return load_dataset(args.dataset)
-
-
 def part_preferences(args: argparse.Namespace) -> dict[str, Any]:
-    ds = _preference_data(args)
-    split = leave_one_out(ds)
-    cfg = load_yaml(ROOT.parent / "configs" / "amazon-scientific" / "mender.yaml")
-    for key in ("model", "dataset", "split"):
-        cfg.pop(key, None)
-    # synthetic items: title + category text; the Amazon 2018 review files carry only each
-    # item's style ("Size: 7 oz; Scent: ..."); a few hundred items need small codebooks
-    fields = ("title", "category") if args.dataset == "synthetic" else ("style",)
-    cfg.update(item_features="text", text_fields=fields, eval_every=2)
-    cfg["semantic_ids"] = {"method": "rqvae", "rqvae": {"codebook_size": 16, "epochs": 100}}
-    # "+data": the official code's optional training data, sentiment pairs (add_pos_data,
-    # add_neg_data) and accumulated-preference contexts (accumulate_inst), for half the examples
-    mixed = {**cfg, "sentiment_pairs": True, "accumulated_fraction": 0.5}
-    models: dict[str, Recommender] = {
-        "sasrec": SASRec(dim=64, dropout=0.2, max_len=20, epochs=200, patience=5, progress=False),
-        "tiger": TIGER({k: v for k, v in cfg.items() if k not in _MENDER_KEYS}, progress=False),
-        "mender_emb": Mender(cfg, progress=False),
-        "mender_tok": MenderTok(cfg, progress=False),
-        "mender_emb_data": Mender(mixed, progress=False),
-        "mender_tok_data": MenderTok(mixed, progress=False),
-    }
-    out: dict[str, Any] = {"dataset": repr(ds), "models": {}}
-    for name, model in models.items():
-        rec = fit_within(model, split.train, split.valid, args.max_minutes)
-        rec["test"] = test_metrics(model, split.test)
-        out["models"][name] = rec
-    # benchmark on the test split: the preferences written just before the test item (window
-    # ending at the validation item), embedded and matched as Mender does in training
-    full = merge_interactions(split.train, split.valid, split.test)
-    mender = models["mender_emb"]
-    assert isinstance(mender, Mender)
-    mcfg = mender.config
-    gen = mender.generator
-    table = user_preferences(full, gen, window=mcfg.preference_window, last_n=2)
-    acc_table = user_preferences(full, gen, window=mcfg.preference_window, last_n=None)
-    users = split.test.users
-    before = np.diff(full.sequences.indptr)[users] - 2  # the step before the test item
-    pairs = list(zip(users.tolist(), before.tolist(), strict=True))
-    prefs = [table.at(u, s) for u, s in pairs]
-    acc = [acc_table.accumulated(u, s) for u, s in pairs]
-    item_emb = embed_item_texts(ds, mcfg.preference_model, fields=mcfg.text_fields, progress=False)
-    bench = build_benchmark(
-        users, split.test.items, prefs, acc, item_emb, lambda t: mender.embed_preferences(t).numpy()
+    return run_preference_benchmark(
+        benchmark_dataset(args.dataset), max_minutes=args.max_minutes, log=print
     )
-    out["mender_validation"] = (
-        "early stopping scores each validation user with the preference matched to the "
-        "validation item among those written before it, as the recommendation axis does for "
-        "the test item; after fit the context is every preference at the last known step"
-    )
-    out["benchmark_sizes"] = {axis: len(s) for axis, s in bench.items()}
-    out["axes"] = {}
-    for axis, samples in bench.items():
-        if not samples:
-            continue
-        hu = np.array([s.history_user for s in samples])
-        tg = np.array([s.target for s in samples])
-        row: dict[str, Any] = {}
-        for name, model in models.items():
-            ranked = _ranked(model, hu, [s.preferences for s in samples])
-            row[name] = rank_metrics(ranked, tg, KS)
-            if axis == "sentiment":
-                neg = _ranked(model, hu, [s.avoid for s in samples])
-                row[name].update(combined_recall(ranked, neg, tg, KS))
-        out["axes"][axis] = row
-    return out
-
-
-_MENDER_KEYS = ("preference_model", "preference_window", "preference_steps", "max_preferences")
-
-
-def _ranked(model: Recommender, users: np.ndarray, prefs: list[list[str]]) -> np.ndarray:
-    rows = []
-    for start in range(0, len(users), 256):
-        u, p = users[start : start + 256], prefs[start : start + 256]
-        if isinstance(model, Mender):
-            items, _ = model.generate_with_preferences(model.histories[u], p, u)
-        elif isinstance(model, TIGER):
-            items, _ = model.generate(model.histories[u], u)
-        else:
-            with torch.inference_mode():
-                items = torch.topk(model.score(u), max(KS), dim=1).indices.numpy()
-        rows.append(items[:, : max(KS)])
-    return np.concatenate(rows)
 
 
 def main() -> None:
@@ -270,8 +169,6 @@ def main() -> None:
     parser.add_argument("--part", choices=("tiger", "preferences"), default="tiger")
     parser.add_argument("--dataset", default="amazon-scientific")
     parser.add_argument("--max-minutes", type=float, default=10.0)
-    parser.add_argument("--users", type=int, default=1500, help="synthetic users")
-    parser.add_argument("--items", type=int, default=400, help="synthetic items")
     parser.add_argument("--out")
     args = parser.parse_args()
     torch.set_num_threads(1)

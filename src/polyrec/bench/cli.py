@@ -21,7 +21,13 @@ from polyrec.errors import PolyrecError
 
 
 def bench(
-    suite: Annotated[Path, typer.Argument(help="Suite YAML, e.g. benchmarks/suites/smoke.yaml.")],
+    suite: Annotated[
+        Path,
+        typer.Argument(
+            help="Suite YAML, e.g. benchmarks/suites/smoke.yaml, or 'preferences' for the "
+            "preference-discerning benchmark."
+        ),
+    ],
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -46,7 +52,8 @@ def bench(
         list[str] | None,
         typer.Option(
             "--only",
-            help="Run only the run ids containing this text (e.g. bpr, seed-0). Repeatable.",
+            help="Run only the run ids containing this text (e.g. bpr, seed-0); for "
+            "preferences, the models whose name contains it. Repeatable.",
             show_default=False,
         ),
     ] = None,
@@ -57,6 +64,16 @@ def bench(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List the runs and their status; run nothing.")
     ] = False,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="preferences only: a dataset with review text (synthetic: 1,000 users, "
+            "300 items, known preferences; amazon18-beauty: real reviews)."
+        ),
+    ] = "synthetic",
+    max_minutes: Annotated[
+        float, typer.Option(help="preferences only: training minutes per model.")
+    ] = 8.0,
 ) -> None:
     """Run a benchmark suite: every model x dataset x seed of SUITE, resumably.
 
@@ -68,7 +85,18 @@ def bench(
 
         polyrec bench benchmarks/suites/smoke.yaml
         polyrec bench benchmarks/suites/ml-100k-classic.yaml --data-dir ~/data --only bpr
+
+    **polyrec bench preferences** trains SASRec, TIGER, Mender-Emb and Mender-Tok (each Mender
+    also with sentiment pairs and accumulated contexts, "_data") on one dataset with reviews and
+    scores Mender's five preference axes; it writes preferences_<dataset>.json (in --out-dir,
+    default here). --only picks models by name (sasrec, tiger, mender_emb, mender_tok,
+    mender_emb_data, mender_tok_data):
+
+        polyrec bench preferences --dataset synthetic --max-minutes 8 --only mender_emb
     """
+    if str(suite) == "preferences" and not suite.exists():
+        _bench_preferences(dataset, data_dir, max_minutes, only, out_dir or Path("."))
+        return
     from polyrec.bench.suite import load_suite, run_suite
 
     loaded = load_suite(suite, out_dir=out_dir)
@@ -96,6 +124,29 @@ def bench(
         typer.echo(f"summary: {loaded.results_path}")
     if failed:
         raise typer.Exit(1)
+
+
+def _bench_preferences(
+    dataset: str, data_dir: Path | None, max_minutes: float, only: list[str] | None, out_dir: Path
+) -> None:
+    """``polyrec bench preferences``: run, write the JSON, print each axis's Recall@10."""
+    import json
+
+    from polyrec.bench.preferences import MODELS, benchmark_dataset, run_preference_benchmark
+
+    names = [m for m in MODELS if not only or any(o in m for o in only)]
+    if not names:
+        raise PolyrecError(f"--only {' '.join(only or [])} matches no model of {', '.join(MODELS)}")
+    ds = benchmark_dataset(dataset, data_dir)
+    result = run_preference_benchmark(ds, names, max_minutes=max_minutes, log=typer.echo)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"preferences_{dataset}.json"
+    path.write_text(json.dumps(result, indent=2, default=float))
+    for axis, row in result["axes"].items():
+        key = "combined_recall@10" if axis == "sentiment" else "recall@10"
+        cells = "  ".join(f"{name} {metrics[key]:.3f}" for name, metrics in row.items())
+        typer.echo(f"{axis:<15} {key:<19} {cells}")
+    typer.echo(f"results: {path}")
 
 
 def report(
