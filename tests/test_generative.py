@@ -436,9 +436,10 @@ def test_mender_training_contexts_sentiment_pairs_and_accumulated(data, tmp_path
     torch.set_num_threads(1)
     encoder = tiny_sentence_model(tmp_path / "enc")
     cfg = {**TINY, "preference_model": encoder, "epochs": 1}
-    model = Mender({**cfg, "sentiment_pairs": True, "accumulated_fraction": 1.0})
+    extra = {"sentiment_pairs": True, "steering_pairs": True, "accumulated_fraction": 1.0}
+    model = Mender({**cfg, **extra})
     model.fit(data.train)
-    users = prefix_examples(data.train, 5)[0]
+    users, _, targets = prefix_examples(data.train, 5)
     n = len(users)
     lengths = np.diff(data.train.sequences.indptr)
     flat = np.arange(lengths.sum())
@@ -446,7 +447,9 @@ def test_mender_training_contexts_sentiment_pairs_and_accumulated(data, tmp_path
     steps, interaction = pos[pos >= 1], data.train.order[flat[pos >= 1]]
     table = model.preferences
     rows, ctx, sign = model._train_rows, model._train_prefs, model._train_sign
+    items = model._train_items
     assert (rows[:n] == np.arange(n)).all() and (sign[:n] == 1).all()
+    assert (items[:n] == targets).all()
     # each row's context: one positive preference written before its target (never from the
     # target's own review), or its inverted negative when all were negative
     for r in range(n):
@@ -455,14 +458,23 @@ def test_mender_training_contexts_sentiment_pairs_and_accumulated(data, tmp_path
         assert got == [] if not before else got[0] in positive_candidates(before)
     # sentiment pairs: twins over one negatively reviewed row, "Prefers X" then "Avoid X"
     pairs = np.flatnonzero(sign < 0)
-    assert len(pairs) > 0 and len(rows) == n + 2 * len(pairs)
+    assert len(pairs) > 0 and pairs[-1] == n + 2 * len(pairs) - 1
     for k in pairs.tolist():
         r = rows[k]
-        assert rows[k - 1] == r and sign[k - 1] == 1
+        assert rows[k - 1] == r and sign[k - 1] == 1 and items[k] == items[k - 1] == targets[r]
         (neg,), (pos_text,) = _texts(model, ctx[k]), _texts(model, ctx[k - 1])
         assert is_negative(neg) and pos_text == invert(neg)
         assert neg in table.at(users[r], steps[r])  # written with the item's own review
         assert data.train.ratings[interaction[r]] <= 2
+    # steering pairs: per target item two crosswise examples per axis (fine, coarse): a row's
+    # history with another item and that item's matched preference
+    steer = np.arange(n + 2 * len(pairs), len(rows))
+    with_pref = [r for r in range(n) if ctx[r, 0] >= 0]
+    assert len(steer) == 2 * 2 * len(np.unique(targets[with_pref]))
+    matched_of = {int(targets[r]): ctx[r, 0] for r in reversed(with_pref)}  # first row per item
+    for k in steer.tolist():
+        assert items[k] != targets[rows[k]] and sign[k] == 1
+        assert ctx[k, 0] == matched_of[int(items[k])]
     # accumulated_fraction 1: every row trains on everything accumulated before its target;
     # the pairs keep their single preference
     batch = model._example_context(np.arange(len(rows)), np.random.default_rng(0))

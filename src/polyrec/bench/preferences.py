@@ -1,7 +1,7 @@
 """The preference-discerning benchmark end to end (``polyrec bench preferences``).
 
 SASRec, TIGER, Mender-Emb and Mender-Tok, each Mender also with the official code's optional
-training data ("+data": sentiment pairs and accumulated-preference contexts, see
+training data ("+data": sentiment and steering pairs and accumulated-preference contexts, see
 :mod:`polyrec.models.generative.mender`), are trained on one leave-one-out split of a dataset
 with review text and scored on the five axes of :mod:`polyrec.models.generative.benchmark`
 (Mender, Paischer et al., TMLR 2025, Section 5), with the plain test metrics beside them.
@@ -44,8 +44,8 @@ MODELS: Final = (
     "mender_tok_data",
 )
 # The small TIGER/Mender of configs/amazon-scientific/mender.yaml with codebooks for a catalogue
-# of a few hundred items; "+data" adds sentiment pairs and accumulated contexts for half the
-# examples.
+# of a few hundred items; "+data" adds sentiment and steering pairs and accumulated contexts
+# for half the rows.
 MENDER_CONFIG: Final[dict[str, Any]] = {
     "item_features": "text",
     "semantic_ids": {"method": "rqvae", "rqvae": {"codebook_size": 16, "epochs": 100}},
@@ -68,7 +68,7 @@ MENDER_CONFIG: Final[dict[str, Any]] = {
     "patience": 3,
     "early_stopping": "ndcg@10",
 }
-EXTRA_DATA: Final = {"sentiment_pairs": True, "accumulated_fraction": 0.5}
+EXTRA_DATA: Final = {"sentiment_pairs": True, "steering_pairs": True, "accumulated_fraction": 0.5}
 TEXT_FIELDS: Final = ("title", "brand", "category", "categories", "style")
 # the controlled setting: item categories and rating-consistent reviews, so the answer is known
 SYNTHETIC: Final = {"n_users": 1000, "n_items": 300, "n_interactions": 12_000, "n_categories": 10}

@@ -29,15 +29,19 @@ of the stored history: the validation item when ``fit`` had one);
 :meth:`Mender.set_preference_context` and :meth:`Mender.generate_with_preferences` condition on
 any other preferences (the benchmark axes in :mod:`.benchmark`).
 
-Two optional training-data additions of the official code (both off by default, as in its
-configs): ``sentiment_pairs`` (its ``add_pos_data`` / ``add_neg_data``): for each training
-target the user reviewed negatively, the negative preference that review caused, matched to
-the item, becomes a pair: its inverted form ("Prefers X") -> the item, and the negative form
-("Avoid X") as a *negative* example whose ID tokens are pushed down (unlikelihood loss,
-:meth:`.tiger._Seq2Seq.forward`); ``accumulated_fraction`` (its ``accumulate_inst``): that
-fraction of examples, drawn afresh each batch, is conditioned on every preference accumulated
-over the history before the target instead of the matched one, the history-consolidation
-setting.
+Optional training data of the official code (all off by default, as in its configs):
+
+- ``sentiment_pairs`` (its ``add_pos_data`` / ``add_neg_data``): for each training target the
+  user reviewed negatively, the negative preference that review caused, matched to the item,
+  becomes a pair: its inverted form ("Prefers X") -> the item, and the negative form ("Avoid
+  X") as a *negative* example whose ID tokens are pushed down (unlikelihood loss,
+  :meth:`.tiger._Seq2Seq.forward`);
+- ``steering_pairs`` (its ``add_fine_data`` / ``add_coarse_data``): for each training target
+  item, the item most (fine) and least (coarse) similar to it among the training targets; each
+  of the two rows keeps its history and takes the other's matched preference and item;
+- ``accumulated_fraction`` (its ``accumulate_inst``): that fraction of the rows, drawn afresh
+  each batch, is conditioned on every preference accumulated over the history before the
+  target instead of the matched one, the history-consolidation setting.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from polyrec.models.generative.benchmark import (
     ACCUMULATED_LIMIT,
     invert,
     matched_preferences,
+    steering_partner,
 )
 from polyrec.models.generative.decoding import scores_from_beams
 from polyrec.models.generative.preferences import (
@@ -78,14 +83,15 @@ TEXT_PAD, TEXT_UNK, TEXT_SEP = 0, 1, 2
 
 
 class MenderConfig(TIGERConfig):
-    """Mender-Emb options on top of TIGER's (``sentiment_pairs``, ``accumulated_fraction``:
-    see the module docstring)."""
+    """Mender-Emb options on top of TIGER's (``sentiment_pairs``, ``steering_pairs``,
+    ``accumulated_fraction``: see the module docstring)."""
 
     preference_model: str = DEFAULT_MODEL
     preference_window: int = Field(5, ge=1)
     preference_steps: int = Field(20, ge=1)
     max_preferences: int = Field(5, ge=1)
     sentiment_pairs: bool = False
+    steering_pairs: bool = False
     accumulated_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 
@@ -113,9 +119,11 @@ class Mender(TIGER):
         # the model's input row per preference text (Mender-Emb: its frozen embedding)
         self.pref_rows = torch.zeros(0, 0)
         self.user_context = np.zeros((0, self.config.max_preferences), np.int64)
-        # per training example: its prefix_examples row, context (indices into pref_texts) and
-        # sign (-1: a negative sentiment pair); per row: its accumulated preferences
+        # per training example: the prefix_examples row of its history, its target item, context
+        # (indices into pref_texts) and sign (-1: a negative sentiment pair); per row: its
+        # accumulated preferences
         self._train_rows = np.zeros(0, np.int64)
+        self._train_items = np.zeros(0, np.int64)
         self._train_prefs = np.zeros((0, 1), np.int64)
         self._train_sign = np.zeros(0, np.int64)
         self._train_accumulated = np.zeros((0, 1), np.int64)
@@ -192,8 +200,8 @@ class Mender(TIGER):
     ) -> None:
         """Fill the ``_train_*`` tables from the frozen embeddings ``pref_emb`` (rows of
         ``pref_texts``) and ``item_emb``: one example per :func:`prefix_examples` row with its
-        matched preference (``-1``: none), then the sentiment pairs, and each row's accumulated
-        preferences (see the module docstring)."""
+        matched preference (``-1``: none), then the sentiment and steering pairs, and each
+        row's accumulated preferences (see the module docstring)."""
         cfg = self.config
         users, _, targets = prefix_examples(train, cfg.max_len)
         lengths = np.diff(train.sequences.indptr)
@@ -210,7 +218,7 @@ class Mender(TIGER):
         matched = matched_preferences(
             [table.at(u, s - 1) for u, s in pairs], targets, item_emb, embed
         )
-        rows = list(range(len(users)))
+        rows, items = list(range(len(users))), targets.tolist()
         contexts = [[] if m is None else [m] for m in matched]
         signs = [1] * len(rows)
         if cfg.sentiment_pairs:
@@ -226,9 +234,29 @@ class Mender(TIGER):
                     [list(negative)], targets[r : r + 1], item_emb, embed
                 )
                 rows += [r, r]
+                items += [int(targets[r])] * 2
                 contexts += [[str(positive)], [negative[str(positive)]]]
                 signs += [1, -1]
+        if cfg.steering_pairs:
+            # one source row per target item (the official code's deduplication); its partner is
+            # the item most (fine) / least (coarse) similar; each row reads the other's preference
+            with_pref = np.flatnonzero([m is not None for m in matched])
+            unique, first = np.unique(targets[with_pref], return_index=True)
+            source = with_pref[first]
+            for coarse in (False, True):
+                for s, p in zip(
+                    source.tolist(),
+                    steering_partner(unique, item_emb, coarse).tolist(),
+                    strict=True,
+                ):
+                    if p >= 0:
+                        q = int(source[p])
+                        rows += [s, q]
+                        items += [int(targets[q]), int(targets[s])]
+                        contexts += [[str(matched[q])], [str(matched[s])]]
+                        signs += [1, 1]
         self._train_rows = np.array(rows, np.int64)
+        self._train_items = np.array(items, np.int64)
         self._train_prefs = self._indices(contexts, 1)
         self._train_sign = np.array(signs, np.int64)
         if cfg.accumulated_fraction > 0:
@@ -290,8 +318,8 @@ class Mender(TIGER):
         dims["pref_dim"] = self._pref_dim()
         return dims
 
-    def _example_rows(self, n: int) -> np.ndarray:
-        return self._train_rows
+    def _examples(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._train_rows, self._train_items
 
     def _example_context(
         self, idx: np.ndarray, rng: np.random.Generator

@@ -396,7 +396,7 @@ class TIGER(SequentialRecommender):
         self, train: Dataset, rng: np.random.Generator
     ) -> Iterator[dict[str, torch.Tensor]]:
         users, hist, targets = prefix_examples(train, self.config.max_len)
-        rows = self._example_rows(len(users))
+        rows, items = self._examples(targets)
         order = rng.permutation(len(rows))
         id_map = cast(SemanticIdMap, self.id_map)
         for start in range(0, len(order), self.config.batch_size):
@@ -404,19 +404,20 @@ class TIGER(SequentialRecommender):
             r = rows[idx]
             yield {
                 "tokens": self._encoder_tokens(_trim(hist[r]), users[r]),
-                "codes": torch.from_numpy(id_map.ids_of(targets[r])),
+                "codes": torch.from_numpy(id_map.ids_of(items[idx])),
                 **self._example_context(idx, rng),
             }
 
-    def _example_rows(self, n: int) -> np.ndarray:
-        """The :func:`prefix_examples` row (of ``n``) of each training example: TIGER trains on
-        each once; Mender adds sentiment pairs over the same histories and targets."""
-        return np.arange(n)
+    def _examples(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per training example, the :func:`prefix_examples` row whose history it reads and the
+        item it predicts, given the rows' ``targets``: TIGER trains on each row once; Mender adds
+        sentiment and steering pairs."""
+        return np.arange(len(targets)), targets
 
     def _example_context(
         self, idx: np.ndarray, rng: np.random.Generator
     ) -> dict[str, torch.Tensor]:
-        """Extra inputs of the training examples ``idx`` (indices into :meth:`_example_rows`);
+        """Extra inputs of the training examples ``idx`` (indices into :meth:`_examples`);
         TIGER has none, Mender adds the preference context and each example's sign."""
         return {}
 
