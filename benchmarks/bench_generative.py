@@ -32,7 +32,12 @@ from typing import Any
 
 import torch
 
-from polyrec.bench.preferences import benchmark_dataset, run_preference_benchmark
+from polyrec.bench.preferences import (
+    EXTRA_DATA,
+    MODELS,
+    benchmark_dataset,
+    run_preference_benchmark,
+)
 from polyrec.config import load_yaml
 from polyrec.data.registry import load_dataset
 from polyrec.data.split import leave_one_out
@@ -159,8 +164,13 @@ def part_tiger(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def part_preferences(args: argparse.Namespace) -> dict[str, Any]:
+    extra = {**EXTRA_DATA, "steering_pairs": True} if args.steering_pairs else EXTRA_DATA
     return run_preference_benchmark(
-        benchmark_dataset(args.dataset), max_minutes=args.max_minutes, log=print
+        benchmark_dataset(args.dataset),
+        args.models or MODELS,
+        max_minutes=args.max_minutes,
+        extra_data=extra,
+        log=print,
     )
 
 
@@ -169,6 +179,12 @@ def main() -> None:
     parser.add_argument("--part", choices=("tiger", "preferences"), default="tiger")
     parser.add_argument("--dataset", default="amazon-scientific")
     parser.add_argument("--max-minutes", type=float, default=10.0)
+    parser.add_argument("--models", nargs="+", choices=MODELS, help="preferences: models to run")
+    parser.add_argument(
+        "--steering-pairs",
+        action="store_true",
+        help="preferences: the _data Menders also train on steering pairs (ablation)",
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
     torch.set_num_threads(1)

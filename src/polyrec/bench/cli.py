@@ -87,8 +87,8 @@ def bench(
         polyrec bench benchmarks/suites/ml-100k-classic.yaml --data-dir ~/data --only bpr
 
     **polyrec bench preferences** trains SASRec, TIGER, Mender-Emb and Mender-Tok (each Mender
-    also with sentiment and steering pairs and accumulated contexts, "_data") on one dataset
-    with reviews and scores Mender's five preference axes; it writes
+    also with sentiment pairs and accumulated contexts, "_data") on one dataset with
+    reviews and scores Mender's five preference axes; it writes
     preferences_<dataset>.json (in --out-dir, default here). --only picks models by name
     (sasrec, tiger, mender_emb, mender_tok, mender_emb_data, mender_tok_data):
 

@@ -1,7 +1,7 @@
 """The preference-discerning benchmark end to end (``polyrec bench preferences``).
 
 SASRec, TIGER, Mender-Emb and Mender-Tok, each Mender also with the official code's optional
-training data ("+data": sentiment and steering pairs and accumulated-preference contexts, see
+training data ("+data": sentiment pairs and accumulated-preference contexts, see
 :mod:`polyrec.models.generative.mender`), are trained on one leave-one-out split of a dataset
 with review text and scored on the five axes of :mod:`polyrec.models.generative.benchmark`
 (Mender, Paischer et al., TMLR 2025, Section 5), with the plain test metrics beside them.
@@ -44,8 +44,8 @@ MODELS: Final = (
     "mender_tok_data",
 )
 # The small TIGER/Mender of configs/amazon-scientific/mender.yaml with codebooks for a catalogue
-# of a few hundred items; "+data" adds sentiment and steering pairs and accumulated contexts
-# for half the rows.
+# of a few hundred items; "+data" adds sentiment pairs and accumulated contexts for half the
+# rows (steering pairs measured no gain: benchmarks/README.md).
 MENDER_CONFIG: Final[dict[str, Any]] = {
     "item_features": "text",
     "semantic_ids": {"method": "rqvae", "rqvae": {"codebook_size": 16, "epochs": 100}},
@@ -68,7 +68,7 @@ MENDER_CONFIG: Final[dict[str, Any]] = {
     "patience": 3,
     "early_stopping": "ndcg@10",
 }
-EXTRA_DATA: Final = {"sentiment_pairs": True, "steering_pairs": True, "accumulated_fraction": 0.5}
+EXTRA_DATA: Final = {"sentiment_pairs": True, "accumulated_fraction": 0.5}
 TEXT_FIELDS: Final = ("title", "brand", "category", "categories", "style")
 # the controlled setting: item categories and rating-consistent reviews, so the answer is known
 SYNTHETIC: Final = {"n_users": 1000, "n_items": 300, "n_interactions": 12_000, "n_categories": 10}
@@ -94,10 +94,14 @@ def item_text_fields(ds: Dataset) -> tuple[str, ...]:
 
 
 def preference_models(
-    ds: Dataset, names: Sequence[str] = MODELS, max_minutes: float = 8.0
+    ds: Dataset,
+    names: Sequence[str] = MODELS,
+    max_minutes: float = 8.0,
+    extra_data: dict[str, Any] = EXTRA_DATA,
 ) -> dict[str, Recommender]:
     """The benchmark's models by name (:data:`MODELS`), each stopping after the epoch that
-    spends ``max_minutes`` of training and keeping its best validation weights."""
+    spends ``max_minutes`` of training and keeping its best validation weights; the "_data"
+    Menders add the options ``extra_data``."""
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         raise PolyrecError(f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}")
@@ -111,8 +115,8 @@ def preference_models(
         "tiger": lambda: TIGER(tiger),
         "mender_emb": lambda: Mender(mender),
         "mender_tok": lambda: MenderTok(mender),
-        "mender_emb_data": lambda: Mender({**mender, **EXTRA_DATA}),
-        "mender_tok_data": lambda: MenderTok({**mender, **EXTRA_DATA}),
+        "mender_emb_data": lambda: Mender({**mender, **extra_data}),
+        "mender_tok_data": lambda: MenderTok({**mender, **extra_data}),
     }
     return {name: build[name]() for name in names}
 
@@ -122,6 +126,7 @@ def run_preference_benchmark(
     names: Sequence[str] = MODELS,
     *,
     max_minutes: float = 8.0,
+    extra_data: dict[str, Any] = EXTRA_DATA,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Train ``names`` on a leave-one-out split of ``ds`` (which needs review text) and score
@@ -130,8 +135,13 @@ def run_preference_benchmark(
     if ds.interaction_data is None or "review" not in ds.interaction_data.columns:
         raise PolyrecError(f"dataset {ds.name!r} has no review text (interaction column 'review')")
     split = leave_one_out(ds)
-    models = preference_models(ds, names, max_minutes)
-    out: dict[str, Any] = {"dataset": repr(ds), "max_minutes": max_minutes, "models": {}}
+    models = preference_models(ds, names, max_minutes, extra_data)
+    out: dict[str, Any] = {
+        "dataset": repr(ds),
+        "max_minutes": max_minutes,
+        "extra_data": dict(extra_data),
+        "models": {},
+    }
     for name, model in models.items():
         log(f"training {name}")
         out["models"][name] = _fit_record(model, split.train, split.valid)
