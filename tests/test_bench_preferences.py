@@ -70,3 +70,5 @@ def test_cli_bench_preferences_writes_results(tiny, monkeypatch, tmp_path: Path)
     # polyrec.cli.main prints a PolyrecError as one line, exit code 2
     bad = runner.invoke(app, ["bench", "preferences", "--only", "nothing"])
     assert isinstance(bad.exception, PolyrecError) and "matches no model" in str(bad.exception)
+    suite = runner.invoke(app, ["bench", "benchmarks/suites/smoke.yaml", "--dataset", "ml-1m"])
+    assert isinstance(suite.exception, PolyrecError) and "--dataset" in str(suite.exception)

@@ -97,6 +97,11 @@ def bench(
     if str(suite) == "preferences" and not suite.exists():
         _bench_preferences(dataset, data_dir, max_minutes, only, out_dir or Path("."))
         return
+    if dataset != "synthetic" or max_minutes != 8.0:
+        raise PolyrecError(
+            "--dataset and --max-minutes are for 'polyrec bench preferences'; a suite names its "
+            "datasets and budgets in its YAML"
+        )
     from polyrec.bench.suite import load_suite, run_suite
 
     loaded = load_suite(suite, out_dir=out_dir)
