@@ -28,8 +28,8 @@ from polyrec.eval import evaluate
 from polyrec.features.text import embed_item_texts
 from polyrec.models.base import Recommender
 from polyrec.models.generative.benchmark import build_benchmark, combined_recall, rank_metrics
-from polyrec.models.generative.mender import Mender, MenderTok
-from polyrec.models.generative.preferences import user_preferences
+from polyrec.models.generative.mender import Mender, MenderConfig, MenderTok
+from polyrec.models.generative.preferences import ExtractiveGenerator, user_preferences
 from polyrec.models.generative.tiger import TIGER
 from polyrec.models.sequential.sasrec import SASRec
 from polyrec.models.torch_base import TorchRecommender
@@ -149,9 +149,7 @@ def run_preference_benchmark(
         out["models"][name]["test"] = {
             k: float(v) for k, v in result.summary.items() if k.split("@")[0] in ("recall", "ndcg")
         }
-    # the matching needs Mender's encoder and generator, whichever Menders were trained
-    helper = Mender({**MENDER_CONFIG, "text_fields": item_text_fields(ds)})
-    bench = _benchmark(ds, split, helper)
+    bench = _benchmark(ds, split)
     out["benchmark_sizes"] = {axis: len(samples) for axis, samples in bench.items()}
     out["axes"] = {}
     for axis, samples in bench.items():
@@ -208,24 +206,24 @@ def _fit_record(model: Recommender, train: Dataset, valid: Dataset) -> dict[str,
     }
 
 
-def _benchmark(ds: Dataset, split: Any, mender: Mender) -> dict[str, list[Any]]:
+def _benchmark(ds: Dataset, split: Any) -> dict[str, list[Any]]:
     """The benchmark samples of the test split: the preferences written just before each test
-    item (window ending at the validation item) and all accumulated up to there, embedded and
-    matched as Mender does in training."""
+    item (window ending at the validation item) and all accumulated up to there, written by
+    Mender's default generator and embedded and matched with its encoder, as in training."""
     full = merge_interactions(split.train, split.valid, split.test)
-    cfg = mender.config
-    gen = mender.generator
-    table = user_preferences(full, gen, window=cfg.preference_window, last_n=2)
-    acc_table = user_preferences(full, gen, window=cfg.preference_window, last_n=None)
+    cfg = MenderConfig(**MENDER_CONFIG)
+    model = cfg.preference_model
+    generator = ExtractiveGenerator(cfg.max_preferences)
+    table = user_preferences(full, generator, window=cfg.preference_window, last_n=None)
     users = split.test.users
     before = np.diff(full.sequences.indptr)[users] - 2  # the step before the test item
     pairs = list(zip(users.tolist(), before.tolist(), strict=True))
-    item_emb = embed_item_texts(ds, cfg.preference_model, fields=cfg.text_fields, progress=False)
+    item_emb = embed_item_texts(ds, model, fields=item_text_fields(ds), progress=False)
     return build_benchmark(
         users,
         split.test.items,
         [table.at(u, s) for u, s in pairs],
-        [acc_table.accumulated(u, s) for u, s in pairs],
+        [table.accumulated(u, s) for u, s in pairs],
         item_emb,
-        lambda texts: mender.embed_preferences(texts).numpy(),
+        lambda texts: embed_item_texts(texts, model, progress=False),
     )
