@@ -223,20 +223,23 @@ class Mender(TIGER):
         signs = [1] * len(rows)
         if cfg.sentiment_pairs:
             reviews = item_reviews(train)
-            interaction = train.order[ends]
-            for r in np.flatnonzero([review_sentiment(reviews[j]) < 0 for j in interaction]):
-                u, s = pairs[r]
-                # the negative preferences written with this item's review, matched to it
-                negative = {invert(p): p for p in table.at(u, s) if is_negative(p)}
-                if not negative:
-                    continue
-                (positive,) = matched_preferences(
-                    [list(negative)], targets[r : r + 1], item_emb, embed
-                )
-                rows += [r, r]
-                items += [int(targets[r])] * 2
-                contexts += [[str(positive)], [negative[str(positive)]]]
-                signs += [1, -1]
+            disliked = [
+                r for r, j in enumerate(train.order[ends]) if review_sentiment(reviews[j]) < 0
+            ]
+            # the negative preferences written with each disliked item's review (keyed by their
+            # inverted form), and the one matched to the item
+            negatives = [
+                {invert(p): p for p in table.at(*pairs[r]) if is_negative(p)} for r in disliked
+            ]
+            positives = matched_preferences(
+                [list(n) for n in negatives], targets[disliked], item_emb, embed
+            )
+            for r, negative, positive in zip(disliked, negatives, positives, strict=True):
+                if positive is not None:
+                    rows += [r, r]
+                    items += [int(targets[r])] * 2
+                    contexts += [[positive], [negative[positive]]]
+                    signs += [1, -1]
         if cfg.steering_pairs:
             # one source row per target item (the official code's deduplication); its partner is
             # the item most (fine) / least (coarse) similar; each row reads the other's preference
