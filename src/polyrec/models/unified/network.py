@@ -9,7 +9,9 @@
   (:class:`HFBackbone`, e.g. GPT-2; the unified embeddings replace its word embeddings, its
   layers and position embeddings are kept).
 - Output: logits over the whole unified vocabulary with the input embedding matrix (tied, as
-  in GPT-2); training is next-token cross-entropy on the target tokens only.
+  in GPT-2); training is next-token cross-entropy on the target tokens only, each target's
+  softmax taken over its output group (``output_groups``: e.g. the semantic-ID codes of its
+  depth, the rating tokens, the text tokens), the tokens decoding chooses among at that step.
 
 Both backbones run on left-padded rows with a key-padding mask and explicit positions, and keep
 a key/value cache so that generation re-encodes only new tokens; :meth:`Backbone.repeat_cache`
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from polyrec.errors import PolyrecError
+from polyrec.models.sequential import init_weights
 
 Cache = Any  # a backbone's key/value cache (list of tensors, or a transformers Cache)
 
@@ -97,6 +100,9 @@ class ScratchBackbone(Backbone):
         )
         self.norm = torch.nn.LayerNorm(dim)
         self.drop = torch.nn.Dropout(dropout)
+        # GPT-2's N(0, 0.02) everywhere: PyTorch's default N(0, 1) position embeddings would
+        # drown the 0.02-scale token embeddings, and the model would read positions, not items
+        init_weights(self)
 
     def forward(
         self,
@@ -181,7 +187,13 @@ class UnifiedLM(torch.nn.Module):
     ``features`` (buffer, ``(n_items, feat_dim)``) are the item vectors for ``[FEAT]`` slots.
     """
 
-    def __init__(self, vocab_size: int, backbone: Backbone, features: torch.Tensor) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        backbone: Backbone,
+        features: torch.Tensor,
+        output_groups: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         dim = backbone.dim
@@ -190,6 +202,9 @@ class UnifiedLM(torch.nn.Module):
         self.register_buffer("features", features.float())
         self.feature_proj = torch.nn.Linear(features.shape[1], dim)
         self.out_bias = torch.nn.Parameter(torch.zeros(vocab_size))
+        if output_groups is None:
+            output_groups = torch.zeros(vocab_size, dtype=torch.long)
+        self.register_buffer("output_groups", output_groups.long(), persistent=False)
 
     def embed(self, ids: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """Input embeddings ``(B, T, dim)``: tokens, plus projected item features where
@@ -225,13 +240,16 @@ class UnifiedLM(torch.nn.Module):
         weights: torch.Tensor,
     ) -> torch.Tensor:
         """Training loss of left-padded rows: cross-entropy of ``targets (B, T)`` (next token at
-        target positions, -1 elsewhere), each example's tokens averaged, then examples
-        averaged with ``weights (B,)``."""
+        target positions, -1 elsewhere) within each target's output group, each example's
+        tokens averaged, then examples averaged with ``weights (B,)``."""
         key_mask = ids != 0
         positions = (key_mask.long().cumsum(1) - 1).clamp_min(0)
         states, _ = self.run(ids, feats, key_mask, positions)
         at = targets >= 0
-        token_loss = F.cross_entropy(self.logits(states[at]), targets[at], reduction="none")
+        goal = targets[at]
+        other_group = self.output_groups[None, :] != self.output_groups[goal][:, None]
+        logits = self.logits(states[at]).masked_fill(other_group, -torch.inf)
+        token_loss = F.cross_entropy(logits, goal, reduction="none")
         rows = at.nonzero()[:, 0]
         per_row = torch.zeros(len(ids), device=ids.device).index_add_(0, rows, token_loss)
         per_row = per_row / at.sum(1).clamp_min(1)
