@@ -16,14 +16,14 @@ and a ``comparison`` block (unified vs single-task, relative difference per head
   and search only (the data has titles and categories, no ratings or reviews); items' MiniLM
   text embeddings as features; ``--max-users`` keeps the CPU cost bounded.
 
-Because the unified model then trains four times as many steps, ``--equal-steps-controls
-next,search`` afterwards trains compute-matched single-task controls (as many steps as the
-unified model) and TIGER (same semantic IDs and size, early-stopped) on every seed and adds them
-with their own comparison (``summary_equal_steps``).
+Because the unified model then trains four times as many steps, ``--controls next,search``
+(the default) also trains compute-matched single-task controls (as many steps as the unified
+model) and TIGER (same semantic IDs and size, early-stopped, with and without the paper's user
+tokens) on every seed, with their own comparison (``summary_equal_steps``).
 
 CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 15 CPU-minutes
-(three seeds by default, each with its own generated data); ``--jobs 2`` trains two seeds side
-by side, one torch thread each.
+with the controls (three seeds by default, each with its own generated data); ``--jobs 3``
+trains the three seeds side by side, one torch thread each.
 """
 
 from __future__ import annotations
@@ -160,11 +160,13 @@ def fit_sasrec(split: Split, seed: int, epochs: int) -> dict[str, Any]:
     }
 
 
-def fit_tiger(split: Split, seed: int, dataset: str) -> dict[str, Any]:
+def fit_tiger(split: Split, seed: int, dataset: str, user_tokens: bool) -> dict[str, Any]:
     """TIGER with the same semantic IDs and transformer size as the UniMP models, trained
-    with early stopping on the validation split."""
+    with early stopping on the validation split; with the paper's 2,000 hashed user tokens or
+    without (the unified model has none)."""
     base = unimp_config(dataset, 1, seed)
     model = TIGER(
+        n_user_tokens=2000 if user_tokens else 0,
         dim=base["dim"],
         heads=base["heads"],
         encoder_layers=base["layers"],
@@ -187,7 +189,7 @@ def fit_tiger(split: Split, seed: int, dataset: str) -> dict[str, Any]:
     model.set_histories(split.train, split.valid)
     res = evaluate(model, split.test, exclude=[], ks=(5, 10, 20), beyond=False)
     return {
-        "model": "tiger",
+        "model": "tiger" if user_tokens else "tiger_no_user_tokens",
         "tasks": {"next": 1.0},
         "metrics": {"test": {"next": {k: float(v) for k, v in res.summary.items()}}},
         "timings": {"fit_cpu_seconds": fit_s},
@@ -300,42 +302,15 @@ EQUAL_STEPS = "single_{task}_equal_steps"
 
 
 def equal_step_controls(
-    dataset: str, seed: int, steps: int, tasks: list[str], max_users: int, done: set[str]
+    dataset: str, split: Split, seed: int, steps: int, tasks: list[str]
 ) -> list[dict[str, Any]]:
-    """The control records of one seed that ``done`` lacks: TIGER and the single-task models
-    of ``tasks`` trained ``steps`` steps."""
-    _, split = load(dataset, max_users, seed)
+    """TIGER with and without user tokens, and the single-task models of ``tasks`` trained
+    ``steps`` steps (as many as the unified model)."""
     cfg = unimp_config(dataset, steps, seed)
-    records = []
-    if "tiger" not in done:
-        records.append(fit_tiger(split, seed, dataset))
+    records = [fit_tiger(split, seed, dataset, user_tokens) for user_tokens in (True, False)]
     for task in tasks:
-        if EQUAL_STEPS.format(task=task) not in done:
-            records.append(fit_unimp(EQUAL_STEPS.format(task=task), {task: 1.0}, cfg, split))
+        records.append(fit_unimp(EQUAL_STEPS.format(task=task), {task: 1.0}, cfg, split))
     return records
-
-
-def add_equal_step_controls(tasks: list[str], max_users: int, jobs: int) -> None:
-    """Controls for a finished run, added to every seed of ``unified_synthetic.json``: TIGER
-    (the next-item target: at least TIGER's quality) and compute-matched single-task models
-    trained for as many steps as the unified model (each sees ``len(tasks)`` times the
-    examples of its task), with their own comparison and summary."""
-    path = RESULTS / "unified_synthetic.json"
-    out = json.loads(path.read_text())
-    steps = out["protocol"]["unified_steps"]
-    jobs_args = [
-        (out["dataset"], run["seed"], steps, tasks, max_users, {r["model"] for r in run["records"]})
-        for run in out["runs"]
-    ]
-    for run, extra in zip(out["runs"], parallel(equal_step_controls, jobs_args, jobs), strict=True):
-        run["records"].extend(extra)
-        run["comparison_equal_steps"] = compare(run["records"], tasks, EQUAL_STEPS)
-    out["protocol"]["equal_steps_controls"] = (
-        f"single-task models for {tasks} trained {steps} steps, as many as the unified model"
-    )
-    out["summary_equal_steps"] = summarize([r["comparison_equal_steps"] for r in out["runs"]])
-    path.write_text(json.dumps(out, indent=2, default=float))
-    print(json.dumps(out["summary_equal_steps"], indent=2))
 
 
 def parallel(fn: Any, arg_tuples: list[tuple[Any, ...]], jobs: int) -> list[Any]:
@@ -369,6 +344,9 @@ def run_seed(
         records.append(fit_mf(split, seed))
         records.append(review_floor(split))
     run = {"seed": seed, "records": records, "comparison": compare(records, tasks)}
+    if args["controls"]:
+        records += equal_step_controls(dataset, split, seed, unified_steps, args["controls"])
+        run["comparison_equal_steps"] = compare(records, args["controls"], EQUAL_STEPS)
     print(f"seed {seed}:", json.dumps(run["comparison"]), flush=True)
     return {"run": run, "stats": stats}
 
@@ -389,21 +367,23 @@ def main() -> None:
     ap.add_argument("--sasrec-epochs", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=1, help="seeds trained side by side (processes)")
     ap.add_argument(
-        "--equal-steps-controls",
-        default=None,
-        help="comma-separated tasks: add compute-matched single-task controls to the finished "
-        "synthetic results file instead of running the benchmark",
+        "--controls",
+        default="next,search",
+        help="comma-separated tasks whose single-task models are also trained as many steps as "
+        "the unified model, beside TIGER (empty: no controls)",
     )
     args = ap.parse_args()
-    if args.equal_steps_controls:
-        add_equal_step_controls(args.equal_steps_controls.split(","), args.max_users, args.jobs)
-        return
     torch.set_num_threads(1)
     wall = time.perf_counter()
     seeds = [int(x) for x in args.seeds.split(",")]
     tasks = list(TASKS) if args.dataset == "synthetic" else ["next", "search"]
     unified_steps = args.unified_steps or args.steps * len(tasks)
-    options = {"max_users": args.max_users, "sasrec_epochs": args.sasrec_epochs}
+    controls = [t for t in args.controls.split(",") if t]
+    options = {
+        "max_users": args.max_users,
+        "sasrec_epochs": args.sasrec_epochs,
+        "controls": controls,
+    }
     per_seed = parallel(
         run_seed,
         [(args.dataset, s, tasks, args.steps, unified_steps, options) for s in seeds],
@@ -423,9 +403,14 @@ def main() -> None:
             "unified_steps": unified_steps,
             "budget": "each model sees the same number of examples of each of its tasks "
             "(unified steps = single-task steps x tasks, same batch size)",
+            "equal_steps_controls": f"single-task models for {controls} trained "
+            f"{unified_steps} steps, as many as the unified model",
         },
         "config": unimp_config(args.dataset, unified_steps, seeds[0]),
         "summary": summarize([r["comparison"] for r in runs]),
+        "summary_equal_steps": summarize([r["comparison_equal_steps"] for r in runs])
+        if controls
+        else {},
         "runs": runs,
         "total_fit_cpu_seconds": sum(
             rec.get("timings", {}).get("fit_cpu_seconds", 0.0)

@@ -35,7 +35,6 @@ TINY_UNIMP = {
     "ffn_dim": 64,
     "dropout": 0.0,
     "max_len": 4,
-    "n_user_tokens": 64,
     "text_vocab_size": 200,
     "max_review_tokens": 6,
     "epochs": 1,

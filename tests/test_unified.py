@@ -153,28 +153,6 @@ def test_rating_head_stays_in_range_for_extreme_weights(model):
     np.testing.assert_allclose(high, 5.0)
 
 
-def test_user_token_heads_known_users_prompts_only(model, data):
-    _, split = data
-    log = InterleavedLog.from_dataset(split.train)
-    user = 5
-    position = int(log.indptr[user]) + 2
-    ex = model.example(
-        "next", log, model.serializer.events(log), position, np.random.default_rng(0)
-    )
-    vocab = model.vocab
-    assert ex.prompt[1] == vocab.user_token(user)
-    assert (
-        vocab.user_offset
-        <= vocab.user_token(user)
-        < vocab.size
-        == model.module.token.num_embeddings
-    )
-    assert ex.prompt[2] == SPECIAL_ID["[NEXT]"]
-    adhoc = model.prompts.prompt("next", model._adhoc_history([1, 2]))[0]
-    assert adhoc[1] == SPECIAL_ID["[NEXT]"]
-    assert not (adhoc >= vocab.user_offset).any()
-
-
 @pytest.mark.parametrize("task", TASKS)
 def test_tiny_model_overfits_twenty_examples(model, data, task):
     _, split = data

@@ -1,6 +1,6 @@
 """Pieces shared by the models that generate items as semantic IDs (TIGER, Mender, UniMP):
-the item features the IDs are learned from, hashed user tokens, trie-constrained
-log-probabilities, and turning finished beams into items and full score rows."""
+the item features the IDs are learned from, trie-constrained log-probabilities, and turning
+finished beams into items and full score rows."""
 
 from __future__ import annotations
 
@@ -29,13 +29,6 @@ def item_feature_matrix(
             f"item_features {source!r}: dataset has item vectors {sorted(train.item_vectors)}"
         )
     return np.asarray(train.item_vectors[key], np.float32)
-
-
-def hash_users(users: np.ndarray, buckets: int) -> np.ndarray:
-    """User index -> bucket in ``[0, buckets)`` by a fixed multiplicative hash (TIGER hashes
-    user ids into 2000 tokens)."""
-    mixed = (users.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
-    return (mixed % np.uint64(buckets)).astype(np.int64)
 
 
 def trie_log_probs(

@@ -44,7 +44,6 @@ from polyrec.features.text import DEFAULT_FIELDS, DEFAULT_MODEL
 from polyrec.models.base import ModelConfig
 from polyrec.models.generative.decoding import (
     finish_beams,
-    hash_users,
     item_feature_matrix,
     scores_from_beams,
     trie_log_probs,
@@ -456,7 +455,7 @@ class TIGER(SequentialRecommender):
         codes = np.where((tokens == PAD)[..., None], PAD, codes).reshape(len(tokens), -1)
         user_tok = np.zeros((len(tokens), 1), np.int64)
         if users is not None and self.config.n_user_tokens:
-            user_tok[:, 0] = 1 + hash_users(np.asarray(users), self.config.n_user_tokens)
+            user_tok[:, 0] = 1 + _hash_users(np.asarray(users), self.config.n_user_tokens)
         return torch.from_numpy(np.concatenate([user_tok, codes], axis=1))
 
     def _enc_offsets(self) -> np.ndarray:
@@ -533,3 +532,10 @@ def _trim(tokens: np.ndarray) -> np.ndarray:
     """Drop leading columns that are padding in every row (left padding makes them a prefix)."""
     width = max(int((tokens != PAD).sum(1).max(initial=0)), 1)
     return tokens[:, -width:]
+
+
+def _hash_users(users: np.ndarray, buckets: int) -> np.ndarray:
+    """User index -> bucket in ``[0, buckets)`` by a fixed multiplicative hash (the paper hashes
+    user ids into 2000 tokens)."""
+    mixed = (users.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
+    return (mixed % np.uint64(buckets)).astype(np.int64)

@@ -1,7 +1,6 @@
 """Tasks as instructions: prompt/target pairs of the four UniMP tasks, and their batching.
 
-Every example is ``[BOS] [USER] [TASK] history [SEP] context [ANS]`` followed by the target
-(``[USER]``, the user's hashed token, only with user tokens and a known user), where
+Every example is ``[BOS] [TASK] history [SEP] context [ANS]`` followed by the target, where
 ``history`` is the serialised interleaved history (:mod:`.tokens`) of the events **before** the
 target event only, and (UniMP, Section 3):
 
@@ -95,22 +94,18 @@ class PromptBuilder:
         task: str,
         history: tuple[np.ndarray, np.ndarray],
         *,
-        user: int | None = None,
         item: int | None = None,
         query: Sequence[int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Prompt tokens and feature slots for ``task`` after ``history`` (serialised events)
-        of internal ``user`` (``None``: an ad-hoc history); ``item`` is the candidate of
-        ``rating``/``explanation``, ``query`` the text ids of ``search``."""
+        """Prompt tokens and feature slots for ``task`` after ``history`` (serialised events);
+        ``item`` is the candidate of ``rating``/``explanation``, ``query`` the text ids of
+        ``search``."""
         if task not in TASKS:
             raise PolyrecError(f"unknown task {task!r}; tasks are {TASKS}")
         hist_ids, hist_feats = history
-        head = [SPECIAL_ID["[BOS]"]]
-        if user is not None and self.vocab.user_buckets:
-            head.append(self.vocab.user_token(user))
-        head.append(SPECIAL_ID[TASK_TOKENS[TASKS.index(task)]])
-        ids = [np.array(head), hist_ids, np.array([SPECIAL_ID["[SEP]"]])]
-        feats = [np.zeros(len(head), np.int64), hist_feats, np.zeros(1, np.int64)]
+        head = np.array([SPECIAL_ID["[BOS]"], SPECIAL_ID[TASK_TOKENS[TASKS.index(task)]]])
+        ids = [head, hist_ids, np.array([SPECIAL_ID["[SEP]"]])]
+        feats = [np.zeros(2, np.int64), hist_feats, np.zeros(1, np.int64)]
         if task == "search":
             q = self.vocab.text_tokens(list(query or [])[: self.max_query_tokens])
             ids.append(np.concatenate([[SPECIAL_ID["[QUERY]"]], q]))

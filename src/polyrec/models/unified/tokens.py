@@ -9,8 +9,7 @@ One vocabulary holds, in this order (:class:`UnifiedVocab`):
 3. semantic-ID tokens, a separate block per ID depth (TIGER's codes + collision level);
 4. text tokens of a WordPiece tokenizer (:class:`TextTokenizer`, a standard
    :class:`transformers.PreTrainedTokenizerFast` trained locally on the dataset's titles,
-   categories and reviews with the ``tokenizers`` library: no download);
-5. user tokens: ``user_buckets`` hashed user ids (TIGER's user token), none by default.
+   categories and reviews with the ``tokenizers`` library: no download).
 
 An event serialises to ``[ITEM] s_1..s_D [FEAT] [TITLE] title.. [RATING] r [REVIEW] review..``
 (the fields a dataset lacks, or the configuration leaves out, are skipped); ``[FEAT]`` is the
@@ -28,7 +27,6 @@ import numpy as np
 
 from polyrec.data.interleaved import Event, InterleavedLog
 from polyrec.errors import PolyrecError
-from polyrec.models.generative.decoding import hash_users
 from polyrec.models.generative.semantic_ids import SemanticIdMap
 
 SPECIALS: Final = (
@@ -112,7 +110,6 @@ class UnifiedVocab:
     rating_levels: tuple[float, ...]
     sid_vocab: tuple[int, ...]
     text_size: int
-    user_buckets: int = 0
 
     @property
     def rating_offset(self) -> int:
@@ -129,30 +126,21 @@ class UnifiedVocab:
         return self.rating_offset + len(self.rating_levels) + sum(self.sid_vocab)
 
     @property
-    def user_offset(self) -> int:
-        return self.text_offset + self.text_size
-
-    @property
     def size(self) -> int:
-        return self.user_offset + self.user_buckets
+        return self.text_offset + self.text_size
 
     def output_groups(self) -> np.ndarray:
         """Per token, the group a decoding step chooses it from: 0 special tokens, 1 ratings,
         2 + d the semantic-ID codes of depth d, then text tokens with ``[EOS]`` (explanations
-        end there), then user tokens (never generated)."""
+        end there)."""
         groups = np.zeros(self.size, np.int64)
         groups[self.rating_offset : self.sid_offsets[0]] = 1
         for d, lo in enumerate(self.sid_offsets):
             groups[lo : lo + self.sid_vocab[d]] = 2 + d
         text = 2 + len(self.sid_vocab)
-        groups[self.text_offset : self.user_offset] = text
+        groups[self.text_offset :] = text
         groups[SPECIAL_ID["[EOS]"]] = text
-        groups[self.user_offset :] = text + 1
         return groups
-
-    def user_token(self, user: int) -> int:
-        """The hashed token of internal user ``user`` (needs ``user_buckets > 0``)."""
-        return self.user_offset + int(hash_users(np.array([user]), self.user_buckets)[0])
 
     def rating_tokens(self, ratings: np.ndarray) -> np.ndarray:
         """Token of the nearest rating level of each rating."""

@@ -115,7 +115,6 @@ class UniMPConfig(SequentialConfig):
     semantic_ids: SemanticIdConfig = SemanticIdConfig(
         method="rqkmeans", rqkmeans=RQKMeansConfig(levels=3, codebook_size=64)
     )
-    n_user_tokens: int = Field(2000, ge=0)
     beams: int = Field(20, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -208,7 +207,7 @@ class UniMP(SequentialRecommender):
         """Next-item beams of internal users: ``(items (B, k), log_probs (B, k))``."""
         self._check_fitted()
         builder = cast(PromptBuilder, self.prompts)
-        prompts = [builder.prompt("next", self._user_history(u), user=int(u)) for u in users]
+        prompts = [builder.prompt("next", self._user_history(u)) for u in users]
         return self._beam_items(prompts, beams or self.config.beams)
 
     def search_internal(
@@ -218,7 +217,7 @@ class UniMP(SequentialRecommender):
         self._check_fitted()
         builder = cast(PromptBuilder, self.prompts)
         prompts = [
-            builder.prompt("search", self._user_history(u), user=int(u), query=q)
+            builder.prompt("search", self._user_history(u), query=q)
             for u, q in zip(users, queries, strict=True)
         ]
         return self._beam_items(prompts, beams or self.config.beams)
@@ -247,7 +246,7 @@ class UniMP(SequentialRecommender):
         for lo in range(0, len(users), self.config.score_batch_size):
             sl = slice(lo, lo + self.config.score_batch_size)
             prompts = [
-                builder.prompt("rating", self._user_history(u), user=int(u), item=int(i))
+                builder.prompt("rating", self._user_history(u), item=int(i))
                 for u, i in zip(users[sl], items[sl], strict=True)
             ]
             with torch.inference_mode():
@@ -267,7 +266,7 @@ class UniMP(SequentialRecommender):
         for lo in range(0, len(users), self.config.score_batch_size):
             sl = slice(lo, lo + self.config.score_batch_size)
             prompts = [
-                builder.prompt("explanation", self._user_history(u), user=int(u), item=int(i))
+                builder.prompt("explanation", self._user_history(u), item=int(i))
                 for u, i in zip(users[sl], items[sl], strict=True)
             ]
             out.extend(tok.decode(ids) for ids in self._greedy_text(prompts))
@@ -303,7 +302,6 @@ class UniMP(SequentialRecommender):
             rating_levels=_rating_levels(train),
             sid_vocab=tuple(self.id_map.vocab),
             text_size=self.tokenizer.vocab_size,
-            user_buckets=cfg.n_user_tokens,
         )
         self.item_text = ragged(
             [
@@ -398,9 +396,7 @@ class UniMP(SequentialRecommender):
             query = cast(QueryMaker, self._queries).sample(
                 target_event.item, self.config.query_words, rng
             )
-        prompt, feats = builder.prompt(
-            task, history, user=user, item=target_event.item, query=query
-        )
+        prompt, feats = builder.prompt(task, history, item=target_event.item, query=query)
         review = None
         if task == "explanation":
             review = cast(TextTokenizer, self.tokenizer).encode([target_event.review or ""])[0]
@@ -635,7 +631,6 @@ class UniMP(SequentialRecommender):
             rating_levels=tuple(float(x) for x in arr(state["rating_levels"])),
             sid_vocab=tuple(self.id_map.vocab),
             text_size=self.tokenizer.vocab_size,
-            user_buckets=self.config.n_user_tokens,
         )
         it = state["item_text"]
         ids = arr(it["ids"])
