@@ -14,7 +14,7 @@ from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
 from polyrec.models.unified import UniMP
 from polyrec.models.unified.evaluate import evaluate_tasks, ranking_metrics, text_metrics
-from polyrec.models.unified.network import UnifiedLM
+from polyrec.models.unified.network import ScratchBackbone, UnifiedLM
 from polyrec.models.unified.prompts import training_batch
 from polyrec.models.unified.tokens import SPECIAL_ID, TASKS, HistorySerializer
 
@@ -295,3 +295,35 @@ def test_cached_decoding_equals_full_recompute(tmp_path):
         torch.testing.assert_close(
             tail[real], full[:, 5:].repeat_interleave(2, 0)[real], atol=1e-5, rtol=1e-4
         )
+
+
+def test_scratch_backbone_positions_start_at_token_scale():
+    # N(0, 1) position embeddings (PyTorch's default) would drown 0.02-scale token embeddings
+    torch.manual_seed(0)
+    backbone = ScratchBackbone(32, 2, 1, 64, 0.0, 128)
+    net = UnifiedLM(50, backbone, torch.randn(5, 4))
+    assert abs(float(backbone.position.weight.detach().std()) - 0.02) < 0.005
+    assert abs(float(net.token.weight.detach().std()) - 0.02) < 0.005
+
+
+def test_training_loss_normalises_each_target_within_its_output_group(model):
+    vocab = model.vocab
+    groups = torch.from_numpy(vocab.output_groups())
+    # rating tokens, each depth's ID codes and text + [EOS] are separate groups
+    assert len(set(groups[vocab.rating_offset : vocab.sid_offsets[0]].tolist())) == 1
+    sid_groups = {int(groups[lo]) for lo in vocab.sid_offsets}
+    assert len(sid_groups) == len(vocab.sid_offsets)
+    assert groups[SPECIAL_ID["[EOS]"]] == groups[vocab.text_offset] == groups[-1]
+    torch.manual_seed(0)
+    net = UnifiedLM(vocab.size, ScratchBackbone(16, 2, 1, 32, 0.0, 64), torch.randn(5, 4), groups)
+    ids = torch.tensor([[1, 2, 3, vocab.sid_offsets[1] + 2]])
+    target = vocab.sid_offsets[1] + 1
+    targets = torch.tensor([[-1, -1, target, -1]])
+    loss = net(ids, torch.zeros_like(ids), targets, torch.ones(1))
+    with torch.no_grad():
+        mask = ids != 0
+        states, _ = net.run(ids, torch.zeros_like(ids), mask, torch.arange(4)[None])
+        logits = net.logits(states[0, 2])
+    lo, n = vocab.sid_offsets[1], vocab.sid_vocab[1]
+    expected = -torch.log_softmax(logits[lo : lo + n], -1)[target - lo]
+    torch.testing.assert_close(loss, expected)

@@ -17,7 +17,9 @@ What is built here, at CPU scale:
 - multi-task training: each batch draws its examples' tasks with probabilities proportional to
   ``tasks`` (task sampling weights; a weight of 0 leaves the task out, so one task alone gives
   the single-task model of the same size); ``loss_weights`` scale each task's per-example loss
-  (a per-task form of UniMP's token-level re-weighting);
+  (a per-task form of UniMP's token-level re-weighting); each target token's cross-entropy is
+  normalised over the tokens decoding may emit there (its depth's ID codes, the rating tokens,
+  or text + ``[EOS]``), so training and decoding share one distribution;
 - decoding: item IDs by beam search constrained to the prefix trie of real IDs (as TIGER), the
   rating as the expectation over the rating tokens (always within the rating scale), the
   explanation greedily over text tokens until ``[EOS]``.
