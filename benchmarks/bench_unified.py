@@ -18,8 +18,10 @@ and a ``comparison`` block (unified vs single-task, relative difference per head
 
 Because the unified model then trains four times as many steps, ``--controls next,search``
 (the default) also trains compute-matched single-task controls (as many steps as the unified
-model) and TIGER (same semantic IDs and size, early-stopped, with and without the paper's user
-tokens) on every seed, with their own comparison (``summary_equal_steps``).
+model) with their own comparison (``summary_equal_steps``), TIGER (same semantic IDs and size,
+early-stopped, with and without the paper's user tokens) and the unified model early-stopped on
+next-item validation NDCG@10 as TIGER is. ``--resume`` keeps the records an earlier results
+file has and trains only the missing models.
 
 CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 15 CPU-minutes
 with the controls (three seeds by default, each with its own generated data); ``--jobs 3``
@@ -33,6 +35,8 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +110,17 @@ def load(dataset: str, max_users: int | None, seed: int) -> tuple[Dataset, Split
 
 
 def fit_unimp(
-    name: str, tasks: dict[str, float], cfg: dict[str, Any], split: Split
+    name: str,
+    tasks: dict[str, float],
+    cfg: dict[str, Any],
+    split: Split,
+    early_stopped: bool = False,
 ) -> dict[str, Any]:
+    """A fixed step budget (no validation pass), or with ``early_stopped`` the weights of the
+    best next-item validation NDCG@10 (as TIGER)."""
     model = UniMP(cfg, tasks=tasks)
     start = time.process_time()
-    model.fit(split.train)  # fixed step budget: no validation pass
+    model.fit(split.train, split.valid if early_stopped else None)
     fit_s = time.process_time() - start
     model.set_histories(split.train, split.valid)
     start = time.process_time()
@@ -120,6 +130,8 @@ def fit_unimp(
         "tasks": tasks,
         "metrics": {"test": metrics},
         "loss_history": [h["loss"] for h in model.history],
+        "valid_history": [h["valid"]["ndcg@10"] for h in model.history if "valid" in h],
+        "best_epoch": model.best_epoch,
         "timings": {"fit_cpu_seconds": fit_s, "eval_cpu_seconds": time.process_time() - start},
         "semantic_ids": {
             k: model.semantic_id_report[k]
@@ -301,16 +313,13 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 EQUAL_STEPS = "single_{task}_equal_steps"
 
 
-def equal_step_controls(
-    dataset: str, split: Split, seed: int, steps: int, tasks: list[str]
-) -> list[dict[str, Any]]:
-    """TIGER with and without user tokens, and the single-task models of ``tasks`` trained
-    ``steps`` steps (as many as the unified model)."""
-    cfg = unimp_config(dataset, steps, seed)
-    records = [fit_tiger(split, seed, dataset, user_tokens) for user_tokens in (True, False)]
-    for task in tasks:
-        records.append(fit_unimp(EQUAL_STEPS.format(task=task), {task: 1.0}, cfg, split))
-    return records
+def early_stopped_config(dataset: str, steps: int, seed: int) -> dict[str, Any]:
+    """The unified model's budget cut into validation rounds: up to twice ``steps`` in 12
+    rounds, next-item NDCG@10 on the validation split after each, stop after 3 rounds without
+    a gain (TIGER's protocol, at the unified model's granularity)."""
+    cfg = unimp_config(dataset, max(1, steps // 6), seed)
+    cfg.update(epochs=12, eval_every=1, early_stopping="ndcg@10", patience=3)
+    return cfg
 
 
 def parallel(fn: Any, arg_tuples: list[tuple[Any, ...]], jobs: int) -> list[Any]:
@@ -323,9 +332,16 @@ def parallel(fn: Any, arg_tuples: list[tuple[Any, ...]], jobs: int) -> list[Any]
 
 
 def run_seed(
-    dataset: str, seed: int, tasks: list[str], steps: int, unified_steps: int, args: dict
+    dataset: str,
+    seed: int,
+    tasks: list[str],
+    steps: int,
+    unified_steps: int,
+    args: dict,
+    previous: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """Every model of the benchmark on one seed's data: the run record and data stats."""
+    """Every model of the benchmark on one seed's data that ``previous`` (records of an
+    earlier run) lacks: the run record and data stats."""
     ds, split = load(dataset, args["max_users"], seed)
     stats = {
         "users": ds.n_users,
@@ -334,18 +350,33 @@ def run_seed(
         "interactions": ds.n_interactions,
         "fingerprint": ds.fingerprint(),
     }
+    all_tasks = dict.fromkeys(tasks, 1.0)
     unified_cfg = unimp_config(dataset, unified_steps, seed)
-    records = [fit_unimp("unimp", dict.fromkeys(tasks, 1.0), unified_cfg, split)]
     single_cfg = unimp_config(dataset, steps, seed)
+    models: dict[str, Callable[[], dict[str, Any]]] = {
+        "unimp": lambda: fit_unimp("unimp", all_tasks, unified_cfg, split),
+    }
     for task in tasks:
-        records.append(fit_unimp(f"single_{task}", {task: 1.0}, single_cfg, split))
-    records.append(fit_sasrec(split, seed, args["sasrec_epochs"]))
+        name = f"single_{task}"
+        models[name] = partial(fit_unimp, name, {task: 1.0}, single_cfg, split)
+    models["sasrec"] = lambda: fit_sasrec(split, seed, args["sasrec_epochs"])
     if dataset == "synthetic":
-        records.append(fit_mf(split, seed))
-        records.append(review_floor(split))
+        models["mf"] = lambda: fit_mf(split, seed)
+        models["most_frequent_review"] = lambda: review_floor(split)
+    if args["controls"]:
+        models["tiger"] = lambda: fit_tiger(split, seed, dataset, True)
+        models["tiger_no_user_tokens"] = lambda: fit_tiger(split, seed, dataset, False)
+        es_cfg = early_stopped_config(dataset, unified_steps, seed)
+        models["unimp_early_stopped"] = lambda: fit_unimp(
+            "unimp_early_stopped", all_tasks, es_cfg, split, early_stopped=True
+        )
+        for task in args["controls"]:
+            name = EQUAL_STEPS.format(task=task)
+            models[name] = partial(fit_unimp, name, {task: 1.0}, unified_cfg, split)
+    done = {r["model"] for r in previous}
+    records = previous + [fit() for name, fit in models.items() if name not in done]
     run = {"seed": seed, "records": records, "comparison": compare(records, tasks)}
     if args["controls"]:
-        records += equal_step_controls(dataset, split, seed, unified_steps, args["controls"])
         run["comparison_equal_steps"] = compare(records, args["controls"], EQUAL_STEPS)
     print(f"seed {seed}:", json.dumps(run["comparison"]), flush=True)
     return {"run": run, "stats": stats}
@@ -372,6 +403,11 @@ def main() -> None:
         help="comma-separated tasks whose single-task models are also trained as many steps as "
         "the unified model, beside TIGER (empty: no controls)",
     )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the models an earlier results file already has for a seed; train the rest",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     wall = time.perf_counter()
@@ -384,9 +420,19 @@ def main() -> None:
         "sasrec_epochs": args.sasrec_epochs,
         "controls": controls,
     }
+    path = RESULTS / f"unified_{args.dataset}.json"
+    previous: dict[int, list[dict[str, Any]]] = {}
+    earlier_wall = 0.0
+    if args.resume and path.exists():
+        earlier = json.loads(path.read_text())
+        previous = {r["seed"]: r["records"] for r in earlier["runs"]}
+        earlier_wall = earlier.get("total_wall_seconds", 0.0)
     per_seed = parallel(
         run_seed,
-        [(args.dataset, s, tasks, args.steps, unified_steps, options) for s in seeds],
+        [
+            (args.dataset, s, tasks, args.steps, unified_steps, options, previous.get(s, []))
+            for s in seeds
+        ],
         args.jobs,
     )
     runs = [r["run"] for r in per_seed]
@@ -417,12 +463,11 @@ def main() -> None:
             for run in runs
             for rec in run["records"]
         ),
-        "total_wall_seconds": time.perf_counter() - wall,
+        "total_wall_seconds": earlier_wall + time.perf_counter() - wall,
         "jobs": args.jobs,
         "torch_threads": torch.get_num_threads(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"unified_{args.dataset}.json"
     path.write_text(json.dumps(out, indent=2, default=float))
     print(json.dumps(out["summary"], indent=2))
     print(f"wrote {path} ({out['total_wall_seconds']:.0f} s wall)")
