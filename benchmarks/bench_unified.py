@@ -322,7 +322,7 @@ def early_stopped_config(dataset: str, steps: int, seed: int) -> dict[str, Any]:
     return cfg
 
 
-def parallel(fn: Any, arg_tuples: list[tuple[Any, ...]], jobs: int) -> list[Any]:
+def parallel(fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]], jobs: int) -> list[Any]:
     """``fn(*args)`` for each tuple, in ``jobs`` worker processes (one torch thread each)."""
     if jobs <= 1:
         return [fn(*a) for a in arg_tuples]
