@@ -23,9 +23,9 @@ early-stopped, with and without the paper's user tokens) and the unified model e
 next-item validation NDCG@10 as TIGER is. ``--resume`` keeps the records an earlier results
 file has and trains only the missing models.
 
-CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 15 CPU-minutes
-with the controls (three seeds by default, each with its own generated data); ``--jobs 3``
-trains the three seeds side by side, one torch thread each.
+CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 40 CPU-minutes
+of fitting with the controls (three seeds by default, each with its own generated data);
+``--jobs 3`` trains the three seeds side by side, one torch thread each.
 """
 
 from __future__ import annotations

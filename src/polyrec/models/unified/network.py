@@ -220,6 +220,12 @@ class UnifiedLM(torch.nn.Module):
         """Logits over the unified vocabulary."""
         return F.linear(states, self.token.weight, self.out_bias)
 
+    def group_logits(self, states: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, V)`` of ``states (N, dim)``, ``-inf`` outside the output group of the
+        token ``like (N,)`` (or of ``like ()`` for every row)."""
+        other = self.output_groups != self.output_groups[like][..., None]
+        return self.logits(states).masked_fill(other, -torch.inf)
+
     def run(
         self,
         ids: torch.Tensor,
@@ -247,9 +253,7 @@ class UnifiedLM(torch.nn.Module):
         states, _ = self.run(ids, feats, key_mask, positions)
         at = targets >= 0
         goal = targets[at]
-        other_group = self.output_groups[None, :] != self.output_groups[goal][:, None]
-        logits = self.logits(states[at]).masked_fill(other_group, -torch.inf)
-        token_loss = F.cross_entropy(logits, goal, reduction="none")
+        token_loss = F.cross_entropy(self.group_logits(states[at], goal), goal, reduction="none")
         rows = at.nonzero()[:, 0]
         per_row = torch.zeros(len(ids), device=ids.device).index_add_(0, rows, token_loss)
         per_row = per_row / at.sum(1).clamp_min(1)

@@ -577,14 +577,12 @@ class UniMP(SequentialRecommender):
         eos = SPECIAL_ID["[EOS]"]
         last, cache, mask, pos = self._prompt_states(prompts, use_cache=True)
         b, device = last.shape[0], self.device
-        allowed = torch.zeros(vocab.size, dtype=torch.bool, device=device)
-        allowed[vocab.text_offset :] = True
-        allowed[eos] = True
+        text = torch.tensor(vocab.text_offset, device=device)  # text + [EOS] group
         out = torch.full((b, self.config.max_explanation_tokens), eos, dtype=torch.long)
         done = torch.zeros(b, dtype=torch.bool)
         states = last
         for t in range(self.config.max_explanation_tokens):
-            tok = net.logits(states).masked_fill(~allowed, -torch.inf).argmax(-1)
+            tok = net.group_logits(states, text).argmax(-1)
             tok = torch.where(done.to(device), eos, tok)
             out[:, t] = tok.cpu()
             done |= (tok == eos).cpu()
