@@ -75,9 +75,11 @@ def run(
     suite: str,
     overrides: dict[str, Any],
     tag: str | None,
+    resume: bool = False,
 ) -> None:
     """Train and evaluate each config for each seed; one results file per config (named
-    ``<config>_<tag>`` when ``overrides`` change its params)."""
+    ``<config>_<tag>`` when ``overrides`` change its params). With ``resume``, the seeds an
+    existing file of the same params and protocol already has are kept, not retrained."""
     torch.set_num_threads(1)
     cfgs = load_configs(suite, configs)
     for cfg in cfgs.values():
@@ -99,19 +101,24 @@ def run(
             "versions": versions(),
             "runs": [],
         }
+        path = RESULTS / f"{SUITES[suite][1]}{name}.json"
+        kept = finished_seeds(path, out) if resume else {}
         user_aucs, test_scores = [], []
         for seed in seeds:
-            start_cpu = time.process_time()
-            model, result = train_eval(cfg.model, cfg.params, data, seed)
-            result["cpu_seconds"] = time.process_time() - start_cpu
-            result["train_samples_per_second"] = float(
-                np.mean([h["samples_per_second"] for h in result["history"]])
-            )
-            scores = model.predict_proba(data.test)
+            if seed in kept:
+                result, scores = kept[seed]
+            else:
+                start_cpu = time.process_time()
+                model, result = train_eval(cfg.model, cfg.params, data, seed)
+                result["cpu_seconds"] = time.process_time() - start_cpu
+                result["train_samples_per_second"] = float(
+                    np.mean([h["samples_per_second"] for h in result["history"]])
+                )
+                scores = np.round(model.predict_proba(data.test), 6)
+                result["peak_rss_mb"] = peak_rss_mb()
             users, aucs, _ = per_user_auc(data.test.user, data.test.label, scores)
             user_aucs.append(aucs)
-            test_scores.append(np.round(scores, 6).tolist())
-            result["peak_rss_mb"] = peak_rss_mb()
+            test_scores.append(scores.tolist())
             out["runs"].append(result)
             out["summary"] = summarize_seeds([r["test"] for r in out["runs"]])
             out["per_user_test_auc"] = {
@@ -121,10 +128,21 @@ def run(
             # every test prediction, per seed, for DeLong tests between configs
             out["test_labels"] = data.test.label.astype(int).tolist()
             out["test_scores"] = {"seeds": seeds[: len(test_scores)], "scores": test_scores}
-            (RESULTS / f"{SUITES[suite][1]}{name}.json").write_text(
-                json.dumps(out, indent=1) + "\n"
-            )
+            path.write_text(json.dumps(out, indent=1) + "\n")
             print(name, seed, {k: round(v, 4) for k, v in result["test"].items()}, flush=True)
+
+
+def finished_seeds(path: Path, out: dict[str, Any]) -> dict[int, tuple[dict, np.ndarray]]:
+    """The runs (result record, test scores) by seed of an earlier results file at ``path``;
+    refuses a file whose params, protocol or samples differ from ``out``'s."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    same = json.loads(json.dumps({k: out[k] for k in ("params", "protocol", "data")}))
+    if any(old[k] != v for k, v in same.items()):
+        raise SystemExit(f"{path}: params, protocol or samples differ; rerun without --resume")
+    scores = old["test_scores"]
+    return {r["seed"]: (r, np.array(s)) for r, s in zip(old["runs"], scores["scores"], strict=True)}
 
 
 def timing(configs: list[str], rounds: int, data_dir: str | None) -> None:
@@ -231,6 +249,32 @@ def attention_dim_comparison(res: dict[str, Any], table: dict[str, Any]) -> dict
     return out
 
 
+def best_validation_widths(res: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+    """DARE attention dim 16 vs 64 with each width at its own best hyperparameters: among the
+    DARE configs and ablations run on the same seeds as ``dare``, the one with the highest
+    mean validation AUC per attention dim; their test AUC difference (points) and DeLong on
+    the seed-averaged predictions."""
+    seeds = table["dare"]["seeds"]
+    best: dict[int, str] = {}
+    for name, r in res.items():
+        if r["model"] != "dare" or table[name]["seeds"] != seeds:
+            continue
+        dim = r["params"]["attention_dim"]
+        if dim not in best or table[name]["valid_auc_mean"] > table[best[dim]]["valid_auc_mean"]:
+            best[dim] = name
+    if not {16, 64} <= best.keys():
+        return {}
+    a, b = best[16], best[64]
+    return {
+        "seeds": seeds,
+        "configs": {"16": a, "64": b},
+        "valid_auc": {"16": table[a]["valid_auc_mean"], "64": table[b]["valid_auc_mean"]},
+        "test_auc": {"16": table[a]["auc"]["mean"], "64": table[b]["auc"]["mean"]},
+        "auc_diff_points": 100 * (table[a]["auc"]["mean"] - table[b]["auc"]["mean"]),
+        "delong_seed_mean_scores": paired_delong(res[a], res[b])["seed_mean_scores"],
+    }
+
+
 def summarize(suite: str) -> None:
     """Aggregate every per-config file into the summary (see module docstring)."""
     prefix = SUITES[suite][1]
@@ -244,6 +288,7 @@ def summarize(suite: str) -> None:
         name: {
             "seeds": [r["seed"] for r in r_["runs"]],
             **r_["summary"],
+            "valid_auc_mean": float(np.mean([r["valid"]["auc"] for r in r_["runs"]])),
             "train_samples_per_second": float(
                 np.mean([r["train_samples_per_second"] for r in r_["runs"]])
             ),
@@ -269,6 +314,7 @@ def summarize(suite: str) -> None:
     }
     if "dare" in table and "dare_att64" in table:
         summary["dare_attention_dim_16_vs_64"] = attention_dim_comparison(res, table)
+        summary["dare_attention_dim_best_validation"] = best_validation_widths(res, table)
     (RESULTS / f"{prefix}summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 
@@ -281,6 +327,9 @@ def main() -> None:
         "--set", action="append", default=[], help="override a model param (key=value)"
     )
     parser.add_argument("--tag", help="with --set: results go to <config>_<tag>.json")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the seeds a config's results file already has"
+    )
     parser.add_argument("--timing", nargs="*", default=[], help="search-based configs to time")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--conflict", nargs="*", default=[], help="configs to analyse")
@@ -301,6 +350,7 @@ def main() -> None:
             args.suite,
             parse_overrides(args.set),
             args.tag,
+            args.resume,
         )
     if args.timing:
         timing(args.timing, args.rounds, args.data_dir)
