@@ -16,7 +16,7 @@ from polyrec.models.unified import UniMP
 from polyrec.models.unified.evaluate import evaluate_tasks, ranking_metrics, text_metrics
 from polyrec.models.unified.network import ScratchBackbone, UnifiedLM
 from polyrec.models.unified.prompts import training_batch
-from polyrec.models.unified.tokens import SPECIAL_ID, TASKS, HistorySerializer
+from polyrec.models.unified.tokens import SPECIAL_ID, TASKS, HistorySerializer, TextTokenizer
 
 torch.set_num_threads(1)
 
@@ -215,8 +215,17 @@ def test_evaluate_tasks_reports_every_task(model, data):
 def test_tokenizer_is_a_transformers_tokenizer(model):
     hf = model.tokenizer.as_transformers()
     text = "I love it, excellent quality"
-    assert hf(text, add_special_tokens=False)["input_ids"] == model.tokenizer.encode([text])[0]
+    ids = model.tokenizer.encode([text])[0]
+    assert hf(text, add_special_tokens=False)["input_ids"] == ids
     assert model.tokenizer.normalize(text) == "i love it, excellent quality"
+    assert hf.decode(ids) == model.tokenizer.decode(ids)
+
+
+def test_tokenizer_training_is_deterministic(data):
+    # the WordPiece trainer gave another vocabulary on each call (huggingface/tokenizers#1794)
+    ds, _ = data
+    texts = [*map(str, ds.item_titles()), *map(str, ds.interaction_data["review"])]
+    assert len({TextTokenizer.train(texts, 200).json for _ in range(6)}) == 1
 
 
 def test_metric_helpers_on_tiny_cases():

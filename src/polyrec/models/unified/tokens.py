@@ -7,9 +7,10 @@ One vocabulary holds, in this order (:class:`UnifiedVocab`):
    task (``[NEXT]``, ``[SEARCH]``, ``[RATE]``, ``[EXPLAIN]``);
 2. rating tokens, one per rating level of the data (e.g. 1..5);
 3. semantic-ID tokens, a separate block per ID depth (TIGER's codes + collision level);
-4. text tokens of a WordPiece tokenizer (:class:`TextTokenizer`, a standard
-   :class:`transformers.PreTrainedTokenizerFast` trained locally on the dataset's titles,
-   categories and reviews with the ``tokenizers`` library: no download).
+4. text tokens of a byte-pair-encoding tokenizer in SentencePiece / T5 style
+   (:class:`TextTokenizer`, a standard :class:`transformers.PreTrainedTokenizerFast` trained
+   locally on the dataset's titles, categories and reviews with the ``tokenizers`` library: no
+   download).
 
 An event serialises to ``[ITEM] s_1..s_D [FEAT] [TITLE] title.. [RATING] r [REVIEW] review..``
 (the fields a dataset lacks, or the configuration leaves out, are skipped); ``[FEAT]`` is the
@@ -51,10 +52,10 @@ HISTORY_FIELDS: Final = ("feature", "title", "rating", "review")
 
 
 class TextTokenizer:
-    """A WordPiece tokenizer (BERT normaliser: lower case, accents stripped) of the
-    ``tokenizers`` library, trained on given texts or restored from its JSON string;
-    :meth:`as_transformers` gives it as a :class:`transformers.PreTrainedTokenizerFast`
-    (not used internally: importing transformers costs seconds)."""
+    """A tokenizer of the ``tokenizers`` library (BERT normaliser: lower case, accents
+    stripped), trained on given texts or restored from its JSON string; :meth:`as_transformers`
+    gives it as a :class:`transformers.PreTrainedTokenizerFast` (not used internally: importing
+    transformers costs seconds)."""
 
     def __init__(self, tokenizer_json: str) -> None:
         from tokenizers import Tokenizer
@@ -64,14 +65,23 @@ class TextTokenizer:
 
     @classmethod
     def train(cls, texts: Sequence[str], vocab_size: int) -> TextTokenizer:
-        """Learn a WordPiece vocabulary of at most ``vocab_size`` entries from ``texts``."""
+        """Learn a BPE vocabulary of at most ``vocab_size`` entries from ``texts``, words
+        split at spaces and marked with SentencePiece's word-start ``\u2581`` (as T5's
+        tokenizer), so that decoding restores the normalised text exactly.
+
+        Not WordPiece: the ``tokenizers`` WordPiece trainer numbers its ``##`` pieces in
+        hash-map order and breaks merge ties by those numbers, so the same texts give another
+        vocabulary in every process (huggingface/tokenizers#1794), and with it another model
+        for the same seed. The BPE trainer without a continuing-subword prefix is
+        deterministic.
+        """
         from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok = Tokenizer(models.BPE(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["[UNK]"])
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["[UNK]"])
         tok.train_from_iterator([t for t in texts if t], trainer=trainer)
         return cls(tok.to_str())
 

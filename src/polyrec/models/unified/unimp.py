@@ -10,7 +10,7 @@ What is built here, at CPU scale:
 
 - history schema: :mod:`polyrec.data.interleaved`; tokens: :mod:`.tokens` (items as TIGER
   semantic IDs from :mod:`polyrec.models.generative.semantic_ids`, text by a locally trained
-  WordPiece tokenizer, rating tokens, task tokens, item feature vectors as soft tokens);
+  BPE tokenizer, rating tokens, task tokens, item feature vectors as soft tokens);
 - tasks (:mod:`.prompts`): next item, product search, rating prediction, explanation;
 - network (:mod:`.network`): a small decoder-only Transformer from scratch, or a Hugging Face
   causal-LM body loaded offline (``backbone``: a local folder or cached model name);
