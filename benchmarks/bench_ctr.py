@@ -10,6 +10,8 @@ epoch and this process's peak RSS. Per-user test AUCs (mean over seeds) are kept
 
 ``--set key=value --tag NAME`` runs an ablation: the configs' params changed, results in
 ``<prefix><config>_<NAME>.json`` beside the unchanged ones (``--summarize`` lists them too).
+``--resume`` keeps the seeds a results file already has (same params, protocol and samples)
+and trains only the others, so ``--seeds 0 1 2 3 4`` after ``--seeds 0 1 2`` adds two.
 
 ``--timing`` measures, for search-based taobao configs, the search-stage (GSU) and full-scoring
 time for 1,000 candidates against one 2,000-event history (one thread, wall and CPU time), into
@@ -23,7 +25,8 @@ initialisation and after training, into ``ctr_gradient_conflict.json``.
 ``ctr_taobao_head_summary.json``: mean and std over seeds per config, DeLong tests of the test
 AUC of every ``dare*`` config against each other config (per seed and on seed-averaged
 predictions), paired t / Wilcoxon tests of per-user test AUC between DARE and each baseline,
-and DARE's attention dim 16 vs 64 (search speed-up and AUC difference).
+and DARE's attention dim 16 vs 64 (search speed-up and AUC difference; and each width at the
+DARE config or ablation with its best mean validation AUC).
 
     OMP_NUM_THREADS=1 POLYREC_DATA_DIR=/work/shared/data python benchmarks/bench_ctr.py \\
         --configs dare twin --seeds 0 1 2
