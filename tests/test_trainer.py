@@ -108,6 +108,16 @@ def test_max_seconds_stops_after_the_epoch_that_spends_it(split: Split) -> None:
     assert model.stop_reason.startswith("max_seconds")
 
 
+def test_the_epoch_that_spends_max_seconds_is_validated(
+    split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _fake_validation(monkeypatch, [0.1, 0.3])
+    model = BPRMF(epochs=50, eval_every=10, max_seconds=1e-9, **FAST)
+    model.fit(split.train, split.valid)
+    assert len(seen) == 1 and model.best_epoch == 1  # epoch 1 is not a multiple of 10
+    assert model.history[-1]["valid"]["ndcg@10"] == 0.1
+
+
 def test_unknown_early_stopping_metric(split: Split, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_validation(monkeypatch, [0.1])
     with pytest.raises(PolyrecError, match="early_stopping metric 'auc' is not a validation"):

@@ -2,8 +2,9 @@
 
 :class:`Trainer` fits a :class:`~polyrec.models.torch_base.TorchRecommender`: it builds the
 module, runs epochs over the model's batches with an optimiser (Adam by default), records
-per-epoch loss and wall time, validates every ``eval_every`` epochs with the shared full-ranking
-evaluator (:func:`polyrec.eval.evaluate`, training items masked), stops early after ``patience``
+per-epoch loss and wall time, validates every ``eval_every`` epochs and after the last one
+(also when ``max_seconds`` ends training) with the shared full-ranking evaluator
+(:func:`polyrec.eval.evaluate`, training items masked), stops early after ``patience``
 validations without improvement of the configured metric and restores the best weights (kept
 in memory). Randomness comes from the model's seed only: ``torch.manual_seed`` (set by
 ``Recommender.fit``) for initialisation and one ``numpy.random.Generator`` for the batches.
@@ -102,8 +103,15 @@ class Trainer:
                 bar.update(epochs_task, total=cfg.epochs)
                 for epoch in range(1, cfg.epochs + 1):
                     entry = self._epoch(epoch, train, rng, optimizer, device, bar, batches_task)
+                    training_seconds += entry["seconds"]
+                    # every rank measures its own time: all follow rank 0's clock
+                    out_of_time = cfg.max_seconds is not None and distributed.broadcast_from_main(
+                        training_seconds > cfg.max_seconds
+                    )
+                    # the last epoch is always validated, so a budget never discards training
+                    last = out_of_time or epoch == cfg.epochs
                     improved = stop = False
-                    if valid is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                    if valid is not None and (epoch % cfg.eval_every == 0 or last):
                         entry.update(self._validate(train, valid))
                         if stopper is not None:
                             improved, stop = self._decide(entry, stopper)
@@ -116,14 +124,10 @@ class Trainer:
                     bar.update(epochs_task, advance=1, status=status)
                     if main:
                         log.info("%s %s", model.name, status)
-                    training_seconds += entry["seconds"]
                     if stop:
                         self.stop_reason = f"early stopping after epoch {epoch}"
                         break
-                    # every rank measures its own time: all follow rank 0's clock
-                    if cfg.max_seconds is not None and distributed.broadcast_from_main(
-                        training_seconds > cfg.max_seconds
-                    ):
+                    if out_of_time:
                         self.stop_reason = f"max_seconds ({cfg.max_seconds:g}) after epoch {epoch}"
                         break
         finally:
