@@ -19,9 +19,11 @@ and a ``comparison`` block (unified vs single-task, relative difference per head
 Because the unified model then trains four times as many steps, ``--controls next,search``
 (the default) also trains compute-matched single-task controls (as many steps as the unified
 model) with their own comparison (``summary_equal_steps``), TIGER (same semantic IDs and size,
-early-stopped, with and without the paper's user tokens) and the unified model early-stopped on
-next-item validation NDCG@10 as TIGER is. ``--resume`` keeps the records an earlier results
-file has and trains only the missing models.
+early-stopped, with and without the paper's user tokens), the unified model early-stopped on
+next-item validation NDCG@10 as TIGER is, and every single-task model early-stopped on its own
+task's validation metric, in rounds of the same number of examples of its task
+(``summary_early_stopped``: the two protocols' best checkpoints side by side). ``--resume``
+keeps the records an earlier results file has and trains only the missing models.
 
 CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 40 CPU-minutes
 of fitting with the controls (three seeds by default, each with its own generated data);
@@ -55,6 +57,13 @@ from polyrec.models.unified.tokens import TASKS
 
 RESULTS = Path(__file__).parent / "results"
 HEADLINE = {"next": "ndcg@10", "search": "ndcg@10", "rating": "rmse", "explanation": "rouge_l"}
+# each task's validation metric for early stopping (UniMP's names: error metrics negated)
+EARLY_STOPPING = {
+    "next": "ndcg@10",
+    "search": "search_ndcg@10",
+    "rating": "rating_neg_rmse",
+    "explanation": "explanation_rouge_l",
+}
 LOWER_IS_BETTER = {"rmse", "mae"}
 
 
@@ -117,7 +126,7 @@ def fit_unimp(
     early_stopped: bool = False,
 ) -> dict[str, Any]:
     """A fixed step budget (no validation pass), or with ``early_stopped`` the weights of the
-    best next-item validation NDCG@10 (as TIGER)."""
+    best validation value of the config's ``early_stopping`` metric."""
     model = UniMP(cfg, tasks=tasks)
     start = time.process_time()
     model.fit(split.train, split.valid if early_stopped else None)
@@ -130,7 +139,7 @@ def fit_unimp(
         "tasks": tasks,
         "metrics": {"test": metrics},
         "loss_history": [h["loss"] for h in model.history],
-        "valid_history": [h["valid"]["ndcg@10"] for h in model.history if "valid" in h],
+        "valid_history": [h["valid"][cfg["early_stopping"]] for h in model.history if "valid" in h],
         "best_epoch": model.best_epoch,
         "timings": {"fit_cpu_seconds": fit_s, "eval_cpu_seconds": time.process_time() - start},
         "semantic_ids": {
@@ -269,12 +278,15 @@ def _rating(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def compare(
-    records: list[dict[str, Any]], tasks: list[str], single_name: str = "single_{task}"
+    records: list[dict[str, Any]],
+    tasks: list[str],
+    single_name: str = "single_{task}",
+    unified_name: str = "unimp",
 ) -> dict[str, Any]:
-    """Unified vs single-task (the record named ``single_name``) per headline metric: values
-    and relative difference (positive = unified better)."""
+    """Unified (the record ``unified_name``) vs single-task (the record named ``single_name``)
+    per headline metric: values and relative difference (positive = unified better)."""
     by_name = {r["model"]: r for r in records}
-    unified = by_name["unimp"]["metrics"]["test"]
+    unified = by_name[unified_name]["metrics"]["test"]
     out = {}
     for task in tasks:
         single = by_name.get(single_name.format(task=task))
@@ -311,14 +323,18 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 EQUAL_STEPS = "single_{task}_equal_steps"
+EARLY_STOPPED = "single_{task}_early_stopped"
 
 
-def early_stopped_config(dataset: str, steps: int, seed: int) -> dict[str, Any]:
-    """The unified model's budget cut into validation rounds of ``steps / 6``, next-item
-    NDCG@10 on the validation split after each, stop after 3 rounds without a gain and at
-    most 50 rounds (TIGER's protocol and epoch cap, at the unified model's granularity)."""
+def early_stopped_config(
+    dataset: str, steps: int, seed: int, metric: str = "ndcg@10"
+) -> dict[str, Any]:
+    """A budget of ``steps`` cut into validation rounds of ``steps / 6``, ``metric`` (default
+    next-item NDCG@10) on the validation split after each, stop after 3 rounds without a gain
+    and at most 50 rounds (TIGER's protocol and epoch cap, at the unified model's
+    granularity)."""
     cfg = unimp_config(dataset, max(1, steps // 6), seed)
-    cfg.update(epochs=50, eval_every=1, early_stopping="ndcg@10", patience=3)
+    cfg.update(epochs=50, eval_every=1, early_stopping=metric, patience=3)
     return cfg
 
 
@@ -373,11 +389,18 @@ def run_seed(
         for task in args["controls"]:
             name = EQUAL_STEPS.format(task=task)
             models[name] = partial(fit_unimp, name, {task: 1.0}, unified_cfg, split)
+        for task in tasks:
+            name = EARLY_STOPPED.format(task=task)
+            cfg = early_stopped_config(dataset, steps, seed, EARLY_STOPPING[task])
+            models[name] = partial(fit_unimp, name, {task: 1.0}, cfg, split, early_stopped=True)
     done = {r["model"] for r in previous}
     records = previous + [fit() for name, fit in models.items() if name not in done]
     run = {"seed": seed, "records": records, "comparison": compare(records, tasks)}
     if args["controls"]:
         run["comparison_equal_steps"] = compare(records, args["controls"], EQUAL_STEPS)
+        run["comparison_early_stopped"] = compare(
+            records, tasks, EARLY_STOPPED, "unimp_early_stopped"
+        )
     print(f"seed {seed}:", json.dumps(run["comparison"]), flush=True)
     return {"run": run, "stats": stats}
 
@@ -451,10 +474,18 @@ def main() -> None:
             "(unified steps = single-task steps x tasks, same batch size)",
             "equal_steps_controls": f"single-task models for {controls} trained "
             f"{unified_steps} steps, as many as the unified model",
+            "early_stopped": "the unified model in rounds of "
+            f"{max(1, unified_steps // 6)} steps, early-stopped on next-item validation "
+            f"NDCG@10; each single-task model in rounds of {max(1, args.steps // 6)} steps "
+            f"(as many examples of its task per round), early-stopped on {EARLY_STOPPING}; "
+            "patience 3 rounds, at most 50",
         },
         "config": unimp_config(args.dataset, unified_steps, seeds[0]),
         "summary": summarize([r["comparison"] for r in runs]),
         "summary_equal_steps": summarize([r["comparison_equal_steps"] for r in runs])
+        if controls
+        else {},
+        "summary_early_stopped": summarize([r["comparison_early_stopped"] for r in runs])
         if controls
         else {},
         "runs": runs,

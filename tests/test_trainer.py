@@ -13,9 +13,9 @@ from polyrec.data.dataset import Dataset
 from polyrec.data.split import Split, ratio_split
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
+from polyrec.models import torch_base
 from polyrec.models.classic.bpr import BPRMF
 from polyrec.models.torch_base import TorchRecommender
-from polyrec.train import trainer as trainer_module
 
 FAST = {"lr": 0.01, "batch_size": 512, "factors": 16, "progress": False}
 
@@ -39,7 +39,7 @@ def _fake_validation(monkeypatch: pytest.MonkeyPatch, values: list[float]) -> li
         seen.append(_weights(model))
         return {"ndcg@10": values[len(seen) - 1], "recall@20": 0.0}
 
-    monkeypatch.setattr(trainer_module, "validate", validate)
+    monkeypatch.setattr(torch_base, "validate", validate)
     return seen
 
 

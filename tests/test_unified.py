@@ -249,8 +249,31 @@ def test_missing_task_data_is_a_clear_error(data):
         UniMP(TINY, tasks={"next": 1.0, "images": 1.0})
     with pytest.raises(PolyrecError, match="at least one task"):
         UniMP(TINY, tasks={"next": 0.0})
-    with pytest.raises(PolyrecError, match="early stopping"):
+    with pytest.raises(PolyrecError, match="validates task 'next', which has weight 0"):
         UniMP(TINY, tasks={"rating": 1.0}, early_stopping="ndcg@10").fit(split.train, split.valid)
+
+
+@pytest.mark.parametrize(
+    ("task", "metric"),
+    [
+        ("search", "search_ndcg@10"),
+        ("rating", "rating_neg_rmse"),
+        ("explanation", "explanation_rouge_l"),
+    ],
+)
+def test_single_task_model_early_stops_on_its_own_task(data, task, metric):
+    _, split = data
+    model = UniMP(TINY, tasks={task: 1.0}, epochs=2, eval_every=1, early_stopping=metric)
+    model.fit(split.train, split.valid)
+    valid = [h["valid"] for h in model.history]
+    assert len(valid) == 2 and all(metric in v for v in valid)
+    assert model.best_epoch == 1 + int(np.argmax([v[metric] for v in valid]))
+    if task == "rating":  # the negated RMSE of the ratings the model predicts
+        assert valid[-1][metric] < 0 and valid[-1]["rating_neg_mae"] < 0
+    model.set_histories(split.train)  # what it validated with: the same number again
+    again = evaluate_tasks(model, split.valid, tasks=[task], ks=(10, 20))[task]
+    name = metric.removeprefix(f"{task}_").removeprefix("neg_")
+    assert again[name] == pytest.approx(abs(valid[model.best_epoch - 1][metric]))
 
 
 def test_hugging_face_backbone_from_a_local_tiny_gpt2(data, tmp_path):

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 
 from polyrec.data.dataset import Dataset
 from polyrec.models.base import ModelConfig, Recommender
-from polyrec.train.trainer import Trainer
+from polyrec.train.trainer import Trainer, validate
 
 
 class TorchConfig(ModelConfig):
@@ -102,6 +102,14 @@ class TorchRecommender(Recommender):
         self.history, self.best_epoch = trainer.history, trainer.best_epoch
         self.stop_reason = trainer.stop_reason
         self.optimizer_name = trainer.optimizer_name
+
+    def _validation_metrics(
+        self, train: Dataset, valid: Dataset, ks: tuple[int, ...]
+    ) -> dict[str, float]:
+        """What the trainer validates (higher is better for every metric it may early-stop
+        on): the shared full-ranking evaluator's metrics, unless a model validates other
+        outputs (the unified model's search, rating or explanation tasks)."""
+        return validate(self, train, valid, ks)
 
     def _dims(self, train: Dataset) -> dict[str, int]:
         """Sizes ``_build`` needs, read from the training data and saved with the model."""

@@ -190,7 +190,7 @@ class Trainer:
             return {}
         self.model.module.eval()
         start = time.perf_counter()
-        metrics = validate(self.model, train, valid, _eval_ks(self.config.early_stopping))
+        metrics = self.model._validation_metrics(train, valid, _eval_ks(self.config.early_stopping))
         return {"valid": metrics, "eval_seconds": time.perf_counter() - start}
 
     def _decide(self, entry: dict[str, Any], stopper: _EarlyStopping) -> tuple[bool, bool]:

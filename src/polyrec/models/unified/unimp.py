@@ -20,6 +20,10 @@ What is built here, at CPU scale:
   (a per-task form of UniMP's token-level re-weighting); each target token's cross-entropy is
   normalised over the tokens decoding may emit there (its depth's ID codes, the rating tokens,
   or text + ``[EOS]``), so training and decoding share one distribution;
+- validation / early stopping on one task: ``early_stopping`` is a next-item metric of the
+  shared evaluator (``ndcg@10``) or another task's metric named with the task's prefix
+  (``search_ndcg@10``, ``rating_neg_rmse``, ``explanation_rouge_l``; error metrics negated so
+  that higher is better), so a single-task model early-stops on its own task;
 - decoding: item IDs by beam search constrained to the prefix trie of real IDs (as TIGER), the
   rating as the expectation over the rating tokens (always within the rating scale), the
   explanation greedily over text tokens until ``[EOS]``.
@@ -277,10 +281,11 @@ class UniMP(SequentialRecommender):
     # ------------------------------------------------------------------ training
     def _fit(self, train: Dataset, valid: Dataset | None) -> None:
         cfg = self.config
-        if valid is not None and cfg.early_stopping and cfg.tasks.get("next", 0) <= 0:
+        task = validation_task(cfg.early_stopping)
+        if valid is not None and cfg.early_stopping and cfg.tasks.get(task, 0) <= 0:
             raise PolyrecError(
-                "early stopping validates next-item quality but task 'next' has weight 0: "
-                "set early_stopping: null (or fit without valid)"
+                f"early_stopping {cfg.early_stopping!r} validates task {task!r}, which has "
+                "weight 0: name a metric of a trained task, or set early_stopping: null"
             )
         self._check_data(train)
         cfg = self.config
@@ -455,6 +460,23 @@ class UniMP(SequentialRecommender):
         return self.train_module(batch["ids"], batch["feats"], batch["targets"], batch["weights"])
 
     # ------------------------------------------------------------------ histories
+    def _validation_metrics(
+        self, train: Dataset, valid: Dataset, ks: tuple[int, ...]
+    ) -> dict[str, float]:
+        task = validation_task(self.config.early_stopping)
+        if task == "next":
+            return super()._validation_metrics(train, valid, ks)
+        from polyrec.models.unified.evaluate import evaluate_tasks  # it imports this module
+
+        metrics = evaluate_tasks(self, valid, tasks=[task], ks=ks)[task]
+        out = {}
+        for name, value in metrics.items():
+            if name in ("rmse", "mae"):
+                out[f"{task}_neg_{name}"] = -value
+            elif name not in ("n", "seconds", "examples"):
+                out[f"{task}_{name}"] = value
+        return out
+
     def set_histories(self, *datasets: Dataset) -> None:
         """Each user's history (item tokens and interleaved events) from ``datasets``."""
         super().set_histories(*datasets)
@@ -639,6 +661,13 @@ class UniMP(SequentialRecommender):
         self.user_history = Tokens(arr(uh["ids"]), arr(uh["feats"]), arr(uh["indptr"]))
         self._make_builders()
         super()._set_state(state)
+
+
+def validation_task(metric: str | None) -> str:
+    """The task whose validation ``metric`` names (module docstring): ``search_...``,
+    ``rating_...`` and ``explanation_...`` are those tasks'; any other name is next item's."""
+    prefix = (metric or "").partition("_")[0]
+    return prefix if prefix in TASKS and prefix != "next" else "next"
 
 
 def _rating_levels(ds: Dataset) -> tuple[float, ...]:
