@@ -429,7 +429,8 @@ def main() -> None:
     ap.add_argument(
         "--resume",
         action="store_true",
-        help="keep the models an earlier results file already has for a seed; train the rest",
+        help="keep the models an earlier results file (same config and step budget) already "
+        "has for a seed; train the rest",
     )
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -448,6 +449,14 @@ def main() -> None:
     earlier_wall = 0.0
     if args.resume and path.exists():
         earlier = json.loads(path.read_text())
+        # every seed's models share the config but its seed (the file stores the first seed's)
+        config = unimp_config(args.dataset, unified_steps, earlier["config"]["seed"])
+        budget = {"single_task_steps": args.steps, "unified_steps": unified_steps}
+        same = earlier["config"] == json.loads(json.dumps(config, default=float)) and all(
+            earlier["protocol"].get(k) == v for k, v in budget.items()
+        )
+        if not same:
+            raise SystemExit(f"{path}: config or step budget differ; rerun without --resume")
         previous = {r["seed"]: r["records"] for r in earlier["runs"]}
         earlier_wall = earlier.get("total_wall_seconds", 0.0)
     per_seed = parallel(
