@@ -20,9 +20,11 @@ Because the unified model then trains four times as many steps, ``--controls nex
 (the default) also trains compute-matched single-task controls (as many steps as the unified
 model) with their own comparison (``summary_equal_steps``), TIGER (same semantic IDs and size,
 early-stopped, with and without the paper's user tokens), the unified model early-stopped on
-next-item validation NDCG@10 as TIGER is, and every single-task model early-stopped on its own
-task's validation metric, in rounds of the same number of examples of its task
-(``summary_early_stopped``: the two protocols' best checkpoints side by side). ``--resume``
+next-item validation NDCG@10 as TIGER is, the unified model early-stopped on all its tasks'
+validation (``tasks_geomean@10``: the geometric mean of the tasks' headline metrics), and
+every single-task model early-stopped on its own task's validation metric, in rounds of the
+same number of examples of its task (``summary_early_stopped`` and
+``summary_early_stopped_all_tasks``: the protocols' best checkpoints side by side). ``--resume``
 keeps the records an earlier results file has and trains only the missing models.
 
 CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 40 CPU-minutes
@@ -54,16 +56,12 @@ from polyrec.models.sequential.sasrec import SASRec
 from polyrec.models.unified import UniMP
 from polyrec.models.unified.evaluate import evaluate_tasks, text_metrics
 from polyrec.models.unified.tokens import TASKS
+from polyrec.models.unified.unimp import VALIDATION_HEADLINES
 
 RESULTS = Path(__file__).parent / "results"
 HEADLINE = {"next": "ndcg@10", "search": "ndcg@10", "rating": "rmse", "explanation": "rouge_l"}
 # each task's validation metric for early stopping (UniMP's names: error metrics negated)
-EARLY_STOPPING = {
-    "next": "ndcg@10",
-    "search": "search_ndcg@10",
-    "rating": "rating_neg_rmse",
-    "explanation": "explanation_rouge_l",
-}
+EARLY_STOPPING = {task: name.format(k=10) for task, name in VALIDATION_HEADLINES.items()}
 LOWER_IS_BETTER = {"rmse", "mae"}
 
 
@@ -324,6 +322,7 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 EQUAL_STEPS = "single_{task}_equal_steps"
 EARLY_STOPPED = "single_{task}_early_stopped"
+ALL_TASKS = "unimp_early_stopped_all_tasks"
 
 
 def early_stopped_config(
@@ -386,6 +385,10 @@ def run_seed(
         models["unimp_early_stopped"] = lambda: fit_unimp(
             "unimp_early_stopped", all_tasks, es_cfg, split, early_stopped=True
         )
+        all_cfg = early_stopped_config(dataset, unified_steps, seed, "tasks_geomean@10")
+        models[ALL_TASKS] = lambda: fit_unimp(
+            ALL_TASKS, all_tasks, all_cfg, split, early_stopped=True
+        )
         for task in args["controls"]:
             name = EQUAL_STEPS.format(task=task)
             models[name] = partial(fit_unimp, name, {task: 1.0}, unified_cfg, split)
@@ -400,6 +403,9 @@ def run_seed(
         run["comparison_equal_steps"] = compare(records, args["controls"], EQUAL_STEPS)
         run["comparison_early_stopped"] = compare(
             records, tasks, EARLY_STOPPED, "unimp_early_stopped"
+        )
+        run["comparison_early_stopped_all_tasks"] = compare(
+            records, tasks, EARLY_STOPPED, ALL_TASKS
         )
     print(f"seed {seed}:", json.dumps(run["comparison"]), flush=True)
     return {"run": run, "stats": stats}
@@ -487,7 +493,8 @@ def main() -> None:
             f"{max(1, unified_steps // 6)} steps, early-stopped on next-item validation "
             f"NDCG@10; each single-task model in rounds of {max(1, args.steps // 6)} steps "
             f"(as many examples of its task per round), early-stopped on {EARLY_STOPPING}; "
-            "patience 3 rounds, at most 50",
+            "the all-tasks unified model early-stopped on tasks_geomean@10 (geometric mean of "
+            "the tasks' validation headlines, 1 / RMSE for rating); patience 3 rounds, at most 50",
         },
         "config": unimp_config(args.dataset, unified_steps, seeds[0]),
         "summary": summarize([r["comparison"] for r in runs]),
@@ -495,6 +502,11 @@ def main() -> None:
         if controls
         else {},
         "summary_early_stopped": summarize([r["comparison_early_stopped"] for r in runs])
+        if controls
+        else {},
+        "summary_early_stopped_all_tasks": summarize(
+            [r["comparison_early_stopped_all_tasks"] for r in runs]
+        )
         if controls
         else {},
         "runs": runs,

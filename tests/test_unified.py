@@ -276,6 +276,19 @@ def test_single_task_model_early_stops_on_its_own_task(data, task, metric):
     assert again[name] == pytest.approx(abs(valid[model.best_epoch - 1][metric]))
 
 
+def test_multi_task_early_stopping_on_the_geometric_mean_of_every_task(data):
+    _, split = data
+    model = UniMP(TINY, epochs=2, eval_every=1, early_stopping="tasks_geomean@10")
+    model.fit(split.train, split.valid)
+    for entry in model.history:
+        v = entry["valid"]
+        heads = [v["ndcg@10"], v["search_ndcg@10"], -1 / v["rating_neg_rmse"]]
+        heads.append(v["explanation_rouge_l"])
+        assert v["tasks_geomean@10"] == pytest.approx(np.prod(heads) ** 0.25)
+    geomeans = [h["valid"]["tasks_geomean@10"] for h in model.history]
+    assert model.best_epoch == 1 + int(np.argmax(geomeans))
+
+
 def test_hugging_face_backbone_from_a_local_tiny_gpt2(data, tmp_path):
     from transformers import GPT2Config, GPT2Model
 

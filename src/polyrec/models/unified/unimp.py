@@ -23,7 +23,11 @@ What is built here, at CPU scale:
 - validation / early stopping on one task: ``early_stopping`` is a next-item metric of the
   shared evaluator (``ndcg@10``) or another task's metric named with the task's prefix
   (``search_ndcg@10``, ``rating_neg_rmse``, ``explanation_rouge_l``; error metrics negated so
-  that higher is better), so a single-task model early-stops on its own task;
+  that higher is better), so a single-task model early-stops on its own task; for the
+  multi-task model ``tasks_geomean@K`` validates every trained task and stops on the geometric
+  mean of their headlines (NDCG@K of next item and search, 1 / RMSE, ROUGE-L): its log is the
+  mean of the tasks' log-values, so a relative gain counts the same in every task, whatever
+  the metric's scale;
 - decoding: item IDs by beam search constrained to the prefix trie of real IDs (as TIGER), the
   rating as the expectation over the rating tokens (always within the rating scale), the
   explanation greedily over text tokens until ``[EOS]``.
@@ -93,6 +97,14 @@ from polyrec.models.unified.tokens import (
 )
 
 MAX_RATING_LEVELS = 11
+ALL_TASKS_METRIC = "tasks_geomean"
+# each task's headline validation metric (higher is better), at cut-off k for the rankings
+VALIDATION_HEADLINES = {
+    "next": "ndcg@{k}",
+    "search": "search_ndcg@{k}",
+    "rating": "rating_neg_rmse",
+    "explanation": "explanation_rouge_l",
+}
 
 
 class UniMPConfig(SequentialConfig):
@@ -281,12 +293,14 @@ class UniMP(SequentialRecommender):
     # ------------------------------------------------------------------ training
     def _fit(self, train: Dataset, valid: Dataset | None) -> None:
         cfg = self.config
-        task = validation_task(cfg.early_stopping)
-        if valid is not None and cfg.early_stopping and cfg.tasks.get(task, 0) <= 0:
-            raise PolyrecError(
-                f"early_stopping {cfg.early_stopping!r} validates task {task!r}, which has "
-                "weight 0: name a metric of a trained task, or set early_stopping: null"
-            )
+        validated = validation_tasks(cfg.early_stopping, cfg.active_tasks())
+        if valid is not None and cfg.early_stopping:
+            for task in validated:
+                if cfg.tasks.get(task, 0) <= 0:
+                    raise PolyrecError(
+                        f"early_stopping {cfg.early_stopping!r} validates task {task!r}, which "
+                        "has weight 0: name a metric of a trained task, or set early_stopping: null"
+                    )
         self._check_data(train)
         cfg = self.config
         features = item_feature_matrix(
@@ -463,18 +477,28 @@ class UniMP(SequentialRecommender):
     def _validation_metrics(
         self, train: Dataset, valid: Dataset, ks: tuple[int, ...]
     ) -> dict[str, float]:
-        task = validation_task(self.config.early_stopping)
-        if task == "next":
-            return super()._validation_metrics(train, valid, ks)
-        from polyrec.models.unified.evaluate import evaluate_tasks  # it imports this module
+        metric = self.config.early_stopping
+        tasks = validation_tasks(metric, self.config.active_tasks())
+        out = super()._validation_metrics(train, valid, ks) if "next" in tasks else {}
+        others = [t for t in tasks if t != "next"]
+        if others:
+            from polyrec.models.unified.evaluate import evaluate_tasks  # it imports this module
 
-        metrics = evaluate_tasks(self, valid, tasks=[task], ks=ks)[task]
-        out = {}
-        for name, value in metrics.items():
-            if name in ("rmse", "mae"):
-                out[f"{task}_neg_{name}"] = -value
-            elif name not in ("n", "seconds", "examples"):
-                out[f"{task}_{name}"] = value
+            for task, metrics in evaluate_tasks(self, valid, tasks=others, ks=ks).items():
+                for name, value in metrics.items():
+                    if name in ("rmse", "mae"):
+                        out[f"{task}_neg_{name}"] = -value
+                    elif name not in ("n", "seconds", "examples"):
+                        out[f"{task}_{name}"] = value
+        if len(tasks) > 1:
+            assert metric is not None
+            k = metric.partition("@")[2]
+            logs = []
+            for task in tasks:
+                value = out[VALIDATION_HEADLINES[task].format(k=k)]
+                value = -1.0 / value if task == "rating" else value  # 1 / RMSE
+                logs.append(math.log(max(value, 1e-12)))
+            out[metric] = math.exp(sum(logs) / len(logs))
         return out
 
     def set_histories(self, *datasets: Dataset) -> None:
@@ -663,11 +687,14 @@ class UniMP(SequentialRecommender):
         super()._set_state(state)
 
 
-def validation_task(metric: str | None) -> str:
-    """The task whose validation ``metric`` names (module docstring): ``search_...``,
-    ``rating_...`` and ``explanation_...`` are those tasks'; any other name is next item's."""
+def validation_tasks(metric: str | None, active: Sequence[str]) -> list[str]:
+    """The tasks validated for the early-stopping ``metric`` (module docstring): every
+    ``active`` task for ``tasks_geomean@K``; the named task for ``search_...``, ``rating_...``
+    and ``explanation_...``; next item for any other name."""
+    if (metric or "").startswith(ALL_TASKS_METRIC + "@"):
+        return list(active)
     prefix = (metric or "").partition("_")[0]
-    return prefix if prefix in TASKS and prefix != "next" else "next"
+    return [prefix if prefix in TASKS and prefix != "next" else "next"]
 
 
 def _rating_levels(ds: Dataset) -> tuple[float, ...]:
