@@ -293,16 +293,14 @@ class UniMP(SequentialRecommender):
     # ------------------------------------------------------------------ training
     def _fit(self, train: Dataset, valid: Dataset | None) -> None:
         cfg = self.config
-        validated = validation_tasks(cfg.early_stopping, cfg.active_tasks())
         if valid is not None and cfg.early_stopping:
-            for task in validated:
+            for task in validation_tasks(cfg.early_stopping, cfg.active_tasks()):
                 if cfg.tasks.get(task, 0) <= 0:
                     raise PolyrecError(
                         f"early_stopping {cfg.early_stopping!r} validates task {task!r}, which "
                         "has weight 0: name a metric of a trained task, or set early_stopping: null"
                     )
         self._check_data(train)
-        cfg = self.config
         features = item_feature_matrix(
             train, cfg.item_features, cfg.text_model, cfg.text_fields, cfg.progress
         )
@@ -473,7 +471,6 @@ class UniMP(SequentialRecommender):
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.train_module(batch["ids"], batch["feats"], batch["targets"], batch["weights"])
 
-    # ------------------------------------------------------------------ histories
     def _validation_metrics(
         self, train: Dataset, valid: Dataset, ks: tuple[int, ...]
     ) -> dict[str, float]:
@@ -501,6 +498,7 @@ class UniMP(SequentialRecommender):
             out[metric] = math.exp(sum(logs) / len(logs))
         return out
 
+    # ------------------------------------------------------------------ histories
     def set_histories(self, *datasets: Dataset) -> None:
         """Each user's history (item tokens and interleaved events) from ``datasets``."""
         super().set_histories(*datasets)
