@@ -38,6 +38,8 @@ import argparse
 import json
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -341,6 +343,9 @@ def parallel(fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]], jobs: in
     """``fn(*args)`` for each tuple, in ``jobs`` worker processes (one torch thread each)."""
     if jobs <= 1:
         return [fn(*a) for a in arg_tuples]
+    # SIGTERM as an exception, so that leaving the pool's block terminates its workers: a
+    # killed parent would otherwise leave them running (spawned, they outlive it)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         return pool.starmap(fn, arg_tuples)
