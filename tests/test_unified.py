@@ -287,6 +287,10 @@ def test_multi_task_early_stopping_on_the_geometric_mean_of_every_task(data):
         assert v["tasks_geomean@10"] == pytest.approx(np.prod(heads) ** 0.25)
     geomeans = [h["valid"]["tasks_geomean@10"] for h in model.history]
     assert model.best_epoch == 1 + int(np.argmax(geomeans))
+    one = UniMP(TINY, tasks={"rating": 1.0}, epochs=1, early_stopping="tasks_geomean@10")
+    one.fit(split.train, split.valid)  # one task: its own headline, 1 / RMSE
+    v = one.history[0]["valid"]
+    assert v["tasks_geomean@10"] == pytest.approx(-1 / v["rating_neg_rmse"])
 
 
 def test_hugging_face_backbone_from_a_local_tiny_gpt2(data, tmp_path):

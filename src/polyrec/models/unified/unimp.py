@@ -487,8 +487,7 @@ class UniMP(SequentialRecommender):
                         out[f"{task}_neg_{name}"] = -value
                     elif name not in ("n", "seconds", "examples"):
                         out[f"{task}_{name}"] = value
-        if len(tasks) > 1:
-            assert metric is not None
+        if metric is not None and metric.startswith(ALL_TASKS_METRIC + "@"):
             k = metric.partition("@")[2]
             logs = []
             for task in tasks:
