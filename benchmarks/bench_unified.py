@@ -58,13 +58,12 @@ from polyrec.models.sequential.sasrec import SASRec
 from polyrec.models.unified import UniMP
 from polyrec.models.unified.evaluate import evaluate_tasks, text_metrics
 from polyrec.models.unified.tokens import TASKS
-from polyrec.models.unified.unimp import VALIDATION_HEADLINES
+from polyrec.models.unified.unimp import ERROR_METRICS, VALIDATION_HEADLINES
 
 RESULTS = Path(__file__).parent / "results"
 HEADLINE = {"next": "ndcg@10", "search": "ndcg@10", "rating": "rmse", "explanation": "rouge_l"}
 # each task's validation metric for early stopping (UniMP's names: error metrics negated)
 EARLY_STOPPING = {task: name.format(k=10) for task, name in VALIDATION_HEADLINES.items()}
-LOWER_IS_BETTER = {"rmse", "mae"}
 
 
 def unimp_config(dataset: str, steps: int, seed: int) -> dict[str, Any]:
@@ -294,7 +293,7 @@ def compare(
             continue
         key = HEADLINE[task]
         a, b = unified[task][key], single["metrics"]["test"][task][key]
-        sign = -1.0 if key in LOWER_IS_BETTER else 1.0
+        sign = -1.0 if key in ERROR_METRICS else 1.0
         out[task] = {
             "metric": key,
             "unified": a,

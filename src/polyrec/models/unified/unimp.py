@@ -98,6 +98,7 @@ from polyrec.models.unified.tokens import (
 
 MAX_RATING_LEVELS = 11
 ALL_TASKS_METRIC = "tasks_geomean"
+ERROR_METRICS = ("rmse", "mae")  # lower is better: validated negated, as rating_neg_rmse
 # each task's headline validation metric (higher is better), at cut-off k for the rankings
 VALIDATION_HEADLINES = {
     "next": "ndcg@{k}",
@@ -483,11 +484,12 @@ class UniMP(SequentialRecommender):
 
             for task, metrics in evaluate_tasks(self, valid, tasks=others, ks=ks).items():
                 for name, value in metrics.items():
-                    if name in ("rmse", "mae"):
+                    if name in ERROR_METRICS:
                         out[f"{task}_neg_{name}"] = -value
                     elif name not in ("n", "seconds", "examples"):
                         out[f"{task}_{name}"] = value
-        if metric is not None and metric.startswith(ALL_TASKS_METRIC + "@"):
+        if is_all_tasks_metric(metric):
+            assert metric is not None
             k = metric.partition("@")[2]
             logs = []
             for task in tasks:
@@ -684,11 +686,16 @@ class UniMP(SequentialRecommender):
         super()._set_state(state)
 
 
+def is_all_tasks_metric(metric: str | None) -> bool:
+    """Whether ``metric`` is ``tasks_geomean@K``, the metric of every trained task at once."""
+    return (metric or "").startswith(ALL_TASKS_METRIC + "@")
+
+
 def validation_tasks(metric: str | None, active: Sequence[str]) -> list[str]:
     """The tasks validated for the early-stopping ``metric`` (module docstring): every
     ``active`` task for ``tasks_geomean@K``; the named task for ``search_...``, ``rating_...``
     and ``explanation_...``; next item for any other name."""
-    if (metric or "").startswith(ALL_TASKS_METRIC + "@"):
+    if is_all_tasks_metric(metric):
         return list(active)
     prefix = (metric or "").partition("_")[0]
     return [prefix if prefix in TASKS and prefix != "next" else "next"]
