@@ -2,7 +2,8 @@
 
 Every model reads ``configs/taobao/<config>.yaml`` (``--suite ml-1m``: ``configs/ml-1m-ctr/``,
 the DARE paper's protocol on MovieLens-1M's users with >= 210 ratings, genres as categories,
-results ``ctr_ml-1m_<config>.json``) and trains on the **same samples** (built
+results ``ctr_ml-1m_<config>.json``; ``--suite synthetic``: ``configs/synthetic-ctr/``, a generated
+log with histories of up to 1,000 behaviours, no download) and trains on the **same samples** (built
 once from the config's protocol, sample seed 0) with the same model seeds. Per config and seed
 the results file records test AUC / gAUC / logloss, the GSU's search recall (share of top-k
 slots holding behaviours of the target's category), training throughput, fit time, the best
@@ -62,6 +63,7 @@ RESULTS = ROOT / "results"
 SUITES = {  # --suite: (config folder, prefix of the result files)
     "taobao": (ROOT.parent / "configs" / "taobao", "ctr_taobao_head_"),
     "ml-1m": (ROOT.parent / "configs" / "ml-1m-ctr", "ctr_ml-1m_"),
+    "synthetic": (ROOT.parent / "configs" / "synthetic-ctr", "ctr_synthetic_"),
 }
 
 

@@ -24,7 +24,9 @@ next-item validation NDCG@10 as TIGER is, the unified model early-stopped on all
 validation (``tasks_geomean@10``: the geometric mean of the tasks' headline metrics), and
 every single-task model early-stopped on its own task's validation metric, in rounds of the
 same number of examples of its task (``summary_early_stopped`` and
-``summary_early_stopped_all_tasks``: the protocols' best checkpoints side by side). ``--resume``
+``summary_early_stopped_all_tasks``: the protocols' best checkpoints side by side), and the
+unified model early-stopped on all tasks with task sampling weights paced by how many rounds each
+single-task model needed (``summary_paced_all_tasks``; see :func:`convergence_pacing`). ``--resume``
 keeps the records an earlier results file has and trains only the missing models.
 
 CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 40 CPU-minutes
@@ -324,6 +326,17 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 EQUAL_STEPS = "single_{task}_equal_steps"
 EARLY_STOPPED = "single_{task}_early_stopped"
 ALL_TASKS = "unimp_early_stopped_all_tasks"
+PACED = "unimp_paced_all_tasks"
+
+
+def convergence_pacing(records: list[dict[str, Any]], tasks: list[str]) -> dict[str, float]:
+    """Task sampling weights proportional to the validation rounds each task's early-stopped
+    single-task model needed to reach its best (a validation-only choice), so that in the
+    unified model every task reaches its single-task optimum's number of examples at about
+    the same round: a slow task (search) is not left under-trained when a fast one (next item)
+    peaks, nor the fast one over-trained while the slow one catches up."""
+    by_name = {r["model"]: r for r in records}
+    return {t: float(by_name[EARLY_STOPPED.format(task=t)]["best_epoch"]) for t in tasks}
 
 
 def early_stopped_config(
@@ -400,8 +413,15 @@ def run_seed(
             name = EARLY_STOPPED.format(task=task)
             cfg = early_stopped_config(dataset, steps, seed, EARLY_STOPPING[task])
             models[name] = partial(fit_unimp, name, {task: 1.0}, cfg, split, early_stopped=True)
+        # after the single-task early-stopped models, whose best rounds set its weights
+        models[PACED] = lambda: fit_unimp(
+            PACED, convergence_pacing(records, tasks), all_cfg, split, early_stopped=True
+        )
+    records = list(previous)
     done = {r["model"] for r in previous}
-    records = previous + [fit() for name, fit in models.items() if name not in done]
+    for name, fit in models.items():
+        if name not in done:
+            records.append(fit())
     run = {"seed": seed, "records": records, "comparison": compare(records, tasks)}
     if args["controls"]:
         run["comparison_equal_steps"] = compare(records, args["controls"], EQUAL_STEPS)
@@ -411,6 +431,7 @@ def run_seed(
         run["comparison_early_stopped_all_tasks"] = compare(
             records, tasks, EARLY_STOPPED, ALL_TASKS
         )
+        run["comparison_paced_all_tasks"] = compare(records, tasks, EARLY_STOPPED, PACED)
     print(f"seed {seed}:", json.dumps(run["comparison"]), flush=True)
     return {"run": run, "stats": stats}
 
@@ -498,7 +519,9 @@ def main() -> None:
             f"NDCG@10; each single-task model in rounds of {max(1, args.steps // 6)} steps "
             f"(as many examples of its task per round), early-stopped on {EARLY_STOPPING}; "
             "the all-tasks unified model early-stopped on tasks_geomean@10 (geometric mean of "
-            "the tasks' validation headlines, 1 / RMSE for rating); patience 3 rounds, at most 50",
+            "the tasks' validation headlines, 1 / RMSE for rating); patience 3 rounds, at most 50; "
+            "the paced unified model the same, with task sampling weights proportional to the "
+            "single-task early-stopped models' best rounds",
         },
         "config": unimp_config(args.dataset, unified_steps, seeds[0]),
         "summary": summarize([r["comparison"] for r in runs]),
@@ -511,6 +534,9 @@ def main() -> None:
         "summary_early_stopped_all_tasks": summarize(
             [r["comparison_early_stopped_all_tasks"] for r in runs]
         )
+        if controls
+        else {},
+        "summary_paced_all_tasks": summarize([r["comparison_paced_all_tasks"] for r in runs])
         if controls
         else {},
         "runs": runs,

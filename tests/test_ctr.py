@@ -28,7 +28,7 @@ from polyrec.eval.ctr_metrics import auc, ctr_metrics, gauc, logloss, per_user_a
 from polyrec.models.ranking.analysis import gradient_conflict, search_recall, search_timing
 from polyrec.models.ranking.base import CTRRanker, get_ranker_class, masked_softmax, topk_search
 from polyrec.models.ranking.cli import ctr_app
-from polyrec.models.ranking.experiment import ctr_run_config
+from polyrec.models.ranking.experiment import CTRDataConfig, ctr_run_config, load_log
 
 torch.set_num_threads(1)
 MODELS = ["nohist", "din", "sim", "twin", "dare"]
@@ -389,6 +389,15 @@ def test_polyrec_train_dispatches_rankers_to_the_ctr_protocol(tmp_path: Path):
     assert set(record["metrics"]["test"]) == {"auc", "gauc", "logloss"}
     assert record["config"]["seeds"] == [3] and record["config"]["params"]["epochs"] == 1
     assert record["protocol"]["max_len"] == 10 and (out / "model" / "ranker.pt").is_file()
+
+
+def test_data_options_generate_long_synthetic_histories():
+    opts = {"n_users": 6, "n_items": 400, "n_interactions": 2400, "min_history": 150}
+    log = load_log(CTRDataConfig(format="dataset", path="synthetic", options=opts))
+    counts = np.unique(log.users, return_counts=True)[1]
+    assert len(counts) == 6 and counts.min() > 140  # repeated pairs are dropped
+    with pytest.raises(PolyrecError, match="takes no options"):
+        load_log(CTRDataConfig(format="dataset", path="ml-100k", options={"n_users": 6}))
 
 
 def test_ctr_run_config_needs_data_and_reads_item_categories():

@@ -3,9 +3,10 @@
 The YAML config has ``model`` (a ranker name), ``params`` (its config), ``seeds`` and ``data``:
 ``format`` ``taobao`` (UserBehavior CSV), ``tmall`` (``user_log_format1.csv``) or ``dataset`` (a
 polyrec built-in dataset name in ``path``, with ``category`` naming an item column, by default
-the first of :data:`CATEGORY_COLUMNS` the dataset has), plus the
-sample ``protocol`` (:class:`polyrec.data.ctr.CTRProtocol`). A relative file path is looked up
-in the data directory (``--data-dir`` / ``POLYREC_DATA_DIR``) and then the working directory.
+the first of :data:`CATEGORY_COLUMNS` the dataset has, and ``options`` for ``synthetic``'s
+generator, e.g. long histories), plus the sample ``protocol``
+(:class:`polyrec.data.ctr.CTRProtocol`). A relative file path is looked up in the data directory
+(``--data-dir`` / ``POLYREC_DATA_DIR``) and then the working directory.
 
 The run directory gets ``record.json`` (a :class:`polyrec.record.RunRecord` with
 ``metrics.test.auc``/``gauc``/``logloss``; several seeds give mean and std), ``metrics.json``
@@ -48,6 +49,7 @@ class CTRDataConfig(StrictModel):
     behaviors: list[str] | None = None
     actions: list[int] | None = None
     category: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
     nrows: int | None = Field(None, ge=1)
     protocol: CTRProtocol = Field(default_factory=CTRProtocol)
 
@@ -70,7 +72,7 @@ def load_log(cfg: CTRDataConfig, data_dir: str | Path | None = None) -> Behavior
     if cfg.format == "dataset":
         from polyrec.data.registry import load_dataset
 
-        ds = load_dataset(cfg.path, data_dir)
+        ds = load_dataset(cfg.path, data_dir, **cfg.options)
         category = cfg.category
         if category is None and ds.item_data is not None:
             category = next((c for c in CATEGORY_COLUMNS if c in ds.item_data.columns), None)
