@@ -20,7 +20,7 @@ time for 1,000 candidates against one 2,000-event history (one thread, wall and 
 
 ``--conflict`` compares, per config, the gradients the item table gets from the attention
 path and from the representation path (norm ratio, cosine, share of conflicting rows), at
-initialisation and after training, into ``ctr_gradient_conflict.json``.
+initialisation and after training, into ``ctr_gradient_conflict_<suite>.json``.
 
 ``--summarize`` reads every ``ctr_taobao_head_<config>.json`` and writes
 ``ctr_taobao_head_summary.json``: mean and std over seeds per config, DeLong tests of the test
@@ -186,11 +186,11 @@ def timing(configs: list[str], rounds: int, data_dir: str | None) -> None:
     print(json.dumps(out["configs"], indent=1))
 
 
-def conflict(configs: list[str], data_dir: str | None) -> None:
+def conflict(configs: list[str], data_dir: str | None, suite: str) -> None:
     """Attention- vs representation-path gradients of the item table (DARE paper, Sec. 3),
     at initialisation and after training with seed 0, on the training samples."""
     torch.set_num_threads(1)
-    cfgs = load_configs("taobao", configs)
+    cfgs = load_configs(suite, configs)
     first = next(iter(cfgs.values()))
     data = build_ctr_samples(load_log(first.data, data_dir), first.data.protocol)
     out: dict[str, Any] = {"versions": versions(), "configs": {}}
@@ -206,7 +206,7 @@ def conflict(configs: list[str], data_dir: str | None) -> None:
             "test_auc": result["test"]["auc"],
         }
         print(name, out["configs"][name], flush=True)
-    (RESULTS / "ctr_gradient_conflict.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / f"ctr_gradient_conflict_{suite}.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
 def paired_delong(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
@@ -360,7 +360,7 @@ def main() -> None:
     if args.timing:
         timing(args.timing, args.rounds, args.data_dir)
     if args.conflict:
-        conflict(args.conflict, args.data_dir)
+        conflict(args.conflict, args.data_dir, args.suite)
     if args.summarize:
         summarize(args.suite)
 
