@@ -29,7 +29,7 @@ unified model early-stopped on all tasks with task sampling weights paced by how
 single-task model needed (``summary_paced_all_tasks``; see :func:`convergence_pacing`). ``--resume``
 keeps the records an earlier results file has and trains only the missing models.
 
-CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 40 CPU-minutes
+CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 90 CPU-minutes
 of fitting with the controls (three seeds by default, each with its own generated data);
 ``--jobs 3`` trains the three seeds side by side, one torch thread each.
 """
