@@ -329,6 +329,19 @@ ALL_TASKS = "unimp_early_stopped_all_tasks"
 PACED = "unimp_paced_all_tasks"
 
 
+def control_comparisons(
+    tasks: list[str], controls: list[str]
+) -> dict[str, tuple[list[str], str, str]]:
+    """The comparisons ``--controls`` adds (``comparison_<name>`` per seed, ``summary_<name>``
+    overall): tasks compared, single-task record names, unified record."""
+    return {
+        "equal_steps": (controls, EQUAL_STEPS, "unimp"),
+        "early_stopped": (tasks, EARLY_STOPPED, "unimp_early_stopped"),
+        "early_stopped_all_tasks": (tasks, EARLY_STOPPED, ALL_TASKS),
+        "paced_all_tasks": (tasks, EARLY_STOPPED, PACED),
+    }
+
+
 def convergence_pacing(records: list[dict[str, Any]], tasks: list[str]) -> dict[str, float]:
     """Task sampling weights proportional to the validation rounds each task's early-stopped
     single-task model needed to reach its best (a validation-only choice), so that in the
@@ -424,14 +437,10 @@ def run_seed(
             records.append(fit())
     run = {"seed": seed, "records": records, "comparison": compare(records, tasks)}
     if args["controls"]:
-        run["comparison_equal_steps"] = compare(records, args["controls"], EQUAL_STEPS)
-        run["comparison_early_stopped"] = compare(
-            records, tasks, EARLY_STOPPED, "unimp_early_stopped"
-        )
-        run["comparison_early_stopped_all_tasks"] = compare(
-            records, tasks, EARLY_STOPPED, ALL_TASKS
-        )
-        run["comparison_paced_all_tasks"] = compare(records, tasks, EARLY_STOPPED, PACED)
+        for key, (compared, single, unified) in control_comparisons(
+            tasks, args["controls"]
+        ).items():
+            run[f"comparison_{key}"] = compare(records, compared, single, unified)
     print(f"seed {seed}:", json.dumps(run["comparison"]), flush=True)
     return {"run": run, "stats": stats}
 
@@ -525,20 +534,12 @@ def main() -> None:
         },
         "config": unimp_config(args.dataset, unified_steps, seeds[0]),
         "summary": summarize([r["comparison"] for r in runs]),
-        "summary_equal_steps": summarize([r["comparison_equal_steps"] for r in runs])
-        if controls
-        else {},
-        "summary_early_stopped": summarize([r["comparison_early_stopped"] for r in runs])
-        if controls
-        else {},
-        "summary_early_stopped_all_tasks": summarize(
-            [r["comparison_early_stopped_all_tasks"] for r in runs]
-        )
-        if controls
-        else {},
-        "summary_paced_all_tasks": summarize([r["comparison_paced_all_tasks"] for r in runs])
-        if controls
-        else {},
+        **{
+            f"summary_{name}": summarize([r[f"comparison_{name}"] for r in runs])
+            if controls
+            else {}
+            for name in control_comparisons(tasks, controls)
+        },
         "runs": runs,
         "total_fit_cpu_seconds": sum(
             rec.get("timings", {}).get("fit_cpu_seconds", 0.0)
