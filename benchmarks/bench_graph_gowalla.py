@@ -15,7 +15,15 @@ GF-CF is fitted and evaluated once. The trained models run under the shared trai
 validation; an epoch callback measures the test metrics every ``--eval-every`` epochs (a
 learning curve; no weights are selected on them). Training stops after the configured epochs or
 after the epoch that spends ``--minutes`` (the trainer's ``max_seconds``: a CPU cannot run the
-papers' 400-1000 epochs in one sitting). After every evaluation the run
+papers' 400-1000 epochs in one sitting). ``--checkpoint PATH`` saves the training state after
+every epoch and continues from it on the next call (:mod:`polyrec.train.checkpoint`): the
+curve and ``--minutes`` then count every sitting's training, so a run reaches the papers'
+epochs over several calls::
+
+    python benchmarks/bench_graph_gowalla.py lightgcn --minutes 600 --eval-every 10 \\
+        --set batch_size=8192 --set lr=0.004 --checkpoint /tmp/lightgcn.ckpt --tag bs8192
+
+After every evaluation the run
 record so far is written to ``benchmarks/results/graph_gowalla_<model>[_<tag>].json`` (a
 :class:`polyrec.record.RunRecord`; ``history`` holds per-epoch loss and seconds and, on
 evaluated epochs, the test metrics and ``elapsed_seconds``), so a stopped run keeps its curve.
@@ -41,6 +49,7 @@ from polyrec.models.graph.lightgcn import LightGCN
 from polyrec.models.graph.ngcf import NGCF
 from polyrec.models.torch_base import TorchRecommender
 from polyrec.record import RunRecord, command_line, now_utc, peak_rss_mb, versions
+from polyrec.train.checkpoint import saved_history
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs" / "gowalla"
@@ -54,12 +63,21 @@ class Curve:
     """An epoch callback: every ``every`` epochs, the test metrics (a learning curve; nothing is
     selected on them) and the run record so far, written to ``out``."""
 
-    def __init__(self, model: TorchRecommender, split: Split, out: Path, every: int) -> None:
+    def __init__(
+        self,
+        model: TorchRecommender,
+        split: Split,
+        out: Path,
+        every: int,
+        previous: list[dict[str, Any]],
+    ) -> None:
         self.model, self.split, self.out, self.every = model, split, out, every
-        self.start = time.perf_counter()
+        # ``previous``: the epochs of earlier sittings (a resumed fit), whose time counts too
+        curve = [e for e in previous if "elapsed_seconds" in e]
+        self.start = time.perf_counter() - (curve[-1]["elapsed_seconds"] if curve else 0.0)
         self.cpu = time.process_time()
         self.eval_seconds = 0.0
-        self.entries: list[dict[str, Any]] = []
+        self.entries = list(previous)
 
     def __call__(self, entry: dict[str, Any]) -> None:
         entry["cpu_seconds"] = time.process_time() - self.cpu
@@ -148,7 +166,8 @@ def run_trained(
     config = config | {"max_seconds": minutes * 60, "early_stopping": None, "progress": False}
     model = MODELS[name](config)
     assert isinstance(model, TorchRecommender)
-    curve = Curve(model, split, out, every)
+    previous = saved_history(model.config.checkpoint) if model.config.checkpoint else []
+    curve = Curve(model, split, out, every, previous)
     model.epoch_callbacks.append(curve)
     model.fit(split.train)
     curve.write(model.history, model.stop_reason)
@@ -162,16 +181,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", choices=sorted(MODELS))
     parser.add_argument("--data-dir", default=os.environ.get("POLYREC_DATA_DIR"))
-    parser.add_argument("--minutes", type=float, default=20.0, help="training time budget")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=20.0,
+        help="training time budget (with --checkpoint: of all sittings together)",
+    )
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--set", action="append", default=[], help="key=value override")
     parser.add_argument("--tag", default="", help="suffix of the result file name")
+    parser.add_argument(
+        "--checkpoint", help="training state file: saved after every epoch, resumed from if present"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     split = load_given_split("gowalla", args.data_dir)
     config = load_yaml(CONFIGS / f"{args.model}.yaml") | parse_overrides(args.set)
     config = {k: v for k, v in config.items() if k not in ("model", "dataset")}
+    if args.checkpoint:
+        config["checkpoint"] = args.checkpoint
     suffix = f"_{args.tag}" if args.tag else ""
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"graph_gowalla_{args.model}{suffix}.json"

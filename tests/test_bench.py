@@ -99,6 +99,41 @@ def test_suite_reruns_changed_config_and_interrupted_runs(tmp_path: Path) -> Non
     assert RunRecord.load(suite.runs[1].run_dir).config["k"] == 10
 
 
+def test_an_interrupted_fit_continues_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from polyrec.train import trainer
+
+    bpr = {"name": "bpr", "set": {"epochs": 4, "factors": 8, "early_stopping": None}}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    path = write_suite(tmp_path / "a", [bpr])
+    run_epoch = trainer.Trainer._epoch
+
+    def killed_at_epoch_3(self: trainer.Trainer, epoch: int, *args: Any) -> dict[str, Any]:
+        if epoch == 3:
+            raise RuntimeError("killed")
+        return run_epoch(self, epoch, *args)
+
+    monkeypatch.setattr(trainer.Trainer, "_epoch", killed_at_epoch_3)
+    (outcome,) = run_suite(load_suite(path), isolate=False, log=lambda _: None)
+    assert outcome.action == "failed"
+    run_dir = Path(outcome.run_dir)
+    (checkpoint,) = run_dir.glob("training-*.ckpt")
+    saved = torch.load(checkpoint, weights_only=True)["history"]
+    assert [h["epoch"] for h in saved] == [1, 2]
+    monkeypatch.undo()
+    (outcome,) = run_suite(load_suite(path), isolate=False, log=lambda _: None)
+    assert outcome.action == "ran"
+    assert not list(run_dir.glob("training-*.ckpt"))  # deleted once the run finished
+    resumed = RunRecord.load(run_dir)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history[:2] == saved  # epochs 1-2 were not trained again
+    whole = write_suite(tmp_path / "b", [bpr])
+    (outcome,) = run_suite(load_suite(whole), isolate=False, log=lambda _: None)
+    assert RunRecord.load(outcome.run_dir).metrics == resumed.metrics
+
+
 def test_suite_config_errors_before_any_training(tmp_path: Path) -> None:
     path = write_suite(tmp_path, [{"name": "pop"}, {"name": "itemknn", "set": {"kk": 5}}])
     with pytest.raises(PolyrecError, match="unknown key 'kk'"):

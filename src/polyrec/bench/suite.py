@@ -23,8 +23,10 @@ directory ``out_dir/<dataset>/<label>/seed-<seed>`` (``record.json``, ``per_user
 ``model/``) plus ``bench.json`` (the suite, the run id and a hash of the resolved config). A run
 whose ``record.json`` exists with the same config hash is finished and never re-run; a record
 with another hash (the config changed) is re-run; a directory without a record (an interrupted
-run) is cleared and re-run. Every config is resolved before anything is trained, so a typo in
-the last model fails at once.
+run) is cleared and re-run, except that a PyTorch model's training checkpoint of the same config
+(``training-<hash>.ckpt``, written after every epoch and deleted when the run finishes) is kept,
+so that its fit continues from the last finished epoch (:mod:`polyrec.train.checkpoint`).
+Every config is resolved before anything is trained, so a typo in the last model fails at once.
 """
 
 from __future__ import annotations
@@ -329,22 +331,29 @@ def _execute(
     from threadpoolctl import threadpool_limits
 
     from polyrec.experiment import run_experiment
+    from polyrec.models.registry import get_model_class
 
     torch.set_num_threads(threads)
     run_dir = Path(run["run_dir"])
     action = "reran" if run["status"] == "stale" else "ran"
     start = time.perf_counter()
+    # a PyTorch model saves its training state after every epoch: an interrupted fit of the
+    # same config continues from its last epoch instead of starting over
+    checkpoint = run_dir / f"training-{run['spec_hash']}.ckpt"
+    overrides = dict(run["overrides"])
+    if "checkpoint" in get_model_class(run["model"]).Config.model_fields:
+        overrides["checkpoint"] = str(checkpoint)
     try:
         if run_dir.exists():
             # an interrupted or outdated run: never mix its files with the new run's
-            shutil.rmtree(run_dir)
+            _clear_run_dir(run_dir, keep=checkpoint)
         # BLAS pools (EASE, ALS) ignore torch's setting: limit them for the run too
         with threadpool_limits(limits=threads):
             run_experiment(
                 run["model"],
                 run["dataset"],
                 config_path=run["config_path"],
-                overrides=run["overrides"],
+                overrides=overrides,
                 out_dir=run_dir,
                 split=run["split"],
                 data_dir=data_dir,
@@ -362,6 +371,7 @@ def _execute(
             "finished_at": now_utc(),
         }
         (run_dir / BENCH_FILE).write_text(json.dumps(info, indent=1) + "\n")
+        checkpoint.unlink(missing_ok=True)  # finished: the record and model/ hold the result
     except Exception as exc:  # one failing run must not stop the suite
         error = str(exc) if isinstance(exc, PolyrecError) else traceback.format_exc(limit=3)
         return {
@@ -378,6 +388,16 @@ def _execute(
         "seconds": time.perf_counter() - start,
         "error": "",
     }
+
+
+def _clear_run_dir(run_dir: Path, keep: Path) -> None:
+    """Delete ``run_dir`` but the file ``keep`` (the checkpoint of the current config)."""
+    if not keep.is_file():
+        shutil.rmtree(run_dir)
+        return
+    for path in run_dir.iterdir():
+        if path != keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _execute_in_subprocess(

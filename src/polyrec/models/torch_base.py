@@ -35,7 +35,10 @@ class TorchConfig(ModelConfig):
     ``batch_size`` is per process: under torchrun with N processes an optimiser step sees
     N x ``batch_size`` examples. ``early_stopping`` names the validation metric (higher is better,
     e.g. ``ndcg@10``) that selects the best epoch when ``fit`` gets a validation set; ``None``
-    trains all ``epochs`` and keeps the last weights.
+    trains all ``epochs`` and keeps the last weights. ``checkpoint``: a file the training state
+    is saved to after every epoch; a fit whose file exists continues from it (the same epochs
+    and weights as without the interruption), so more ``epochs`` or ``max_seconds`` extend a
+    finished fit.
     """
 
     epochs: int = Field(20, ge=1)
@@ -48,6 +51,8 @@ class TorchConfig(ModelConfig):
     eval_every: int = Field(1, ge=1)
     # a CPU cannot always run a paper's hundreds of epochs: stop after the epoch that spends it
     max_seconds: float | None = Field(None, gt=0)
+    # and resume later: the training state after every epoch (polyrec.train.checkpoint)
+    checkpoint: str | None = None
     device: str = "cpu"
     progress: bool = True
 

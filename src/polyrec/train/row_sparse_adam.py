@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numba
 import numpy as np
@@ -139,6 +140,31 @@ class RowSparseAdam(torch.optim.Optimizer):
         self.base = self.steps
         self._prefix[:] = 0.0
         self._filled = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step count and every table's moments, after :meth:`sync` (so the deferred
+        steps need not be saved), as tensors (a checkpoint loads them with ``weights_only``)."""
+        self.sync()
+        states = [self.state[p] for group in self.param_groups for p in group["params"]]
+        return {
+            "steps": self.steps,
+            "moments": [torch.from_numpy(s["moments"].copy()) for s in states],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s output (the same tables, every row synced)."""
+        states = [self.state[p] for group in self.param_groups for p in group["params"]]
+        saved = state_dict["moments"]
+        if len(saved) != len(states) or any(
+            tuple(m.shape) != s["moments"].shape for m, s in zip(saved, states, strict=False)
+        ):
+            raise ValueError("RowSparseAdam state of other tables")
+        self.steps = self.base = int(state_dict["steps"])
+        self._prefix[:] = 0.0
+        self._filled = 0
+        for moments, state in zip(saved, states, strict=True):
+            state["moments"][:] = moments.numpy()
+            state["last"][:] = self.steps
 
     def _constants(self, group: dict) -> tuple:
         beta1, beta2 = group["betas"]

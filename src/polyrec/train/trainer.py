@@ -6,13 +6,16 @@ per-epoch loss and wall time, validates every ``eval_every`` epochs and after th
 (also when ``max_seconds`` ends training) with the shared full-ranking evaluator
 (:func:`polyrec.eval.evaluate`, training items masked), stops early after ``patience``
 validations without improvement of the configured metric and restores the best weights (kept
-in memory). Randomness comes from the model's seed only: ``torch.manual_seed`` (set by
-``Recommender.fit``) for initialisation and one ``numpy.random.Generator`` for the batches.
+in memory). With ``checkpoint`` set it saves its whole state after every epoch and resumes
+from that file (:mod:`polyrec.train.checkpoint`). Randomness comes from the model's seed only:
+``torch.manual_seed`` (set by ``Recommender.fit``) for initialisation and one
+``numpy.random.Generator`` for the batches.
 Under ``torchrun`` the same loop runs data-parallel (see :mod:`polyrec.train.distributed`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -35,6 +38,7 @@ from rich.progress import (
 from polyrec.errors import PolyrecError
 from polyrec.eval import evaluate
 from polyrec.train import distributed
+from polyrec.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from polyrec.train.row_sparse_adam import RowSparseAdam
 
 if TYPE_CHECKING:
@@ -77,6 +81,8 @@ class Trainer:
         self.best_epoch: int | None = None
         self.stop_reason = ""
         self.optimizer_name = ""
+        self._best_state: dict[str, torch.Tensor] | None = None  # the best epoch's weights
+        self._training_seconds = 0.0
 
     def fit(self, train: Dataset, valid: Dataset | None = None) -> None:
         """Train ``self.model`` on ``train``; validate / early-stop on ``valid`` if given."""
@@ -94,19 +100,24 @@ class Trainer:
         stopper = None
         if valid is not None and cfg.early_stopping is not None:
             stopper = _EarlyStopping(cfg.early_stopping, cfg.patience)
-        best_state: dict[str, torch.Tensor] | None = None
         main = distributed.is_main_process()
         self.stop_reason = f"{cfg.epochs} epochs"
-        training_seconds = 0.0
+        key = fingerprint(model, train) if cfg.checkpoint is not None else None
+        finished = False
+        if key is not None:
+            saved = load_checkpoint(cfg.checkpoint, key)
+            if saved is not None:
+                finished = self._restore(saved, optimizer, rng, stopper)
+        first = self.history[-1]["epoch"] + 1 if self.history else 1
         try:
             with _progress(cfg.progress and main, model.name) as (bar, epochs_task, batches_task):
-                bar.update(epochs_task, total=cfg.epochs)
-                for epoch in range(1, cfg.epochs + 1):
+                bar.update(epochs_task, total=cfg.epochs, completed=first - 1)
+                for epoch in range(first, 1 if finished else cfg.epochs + 1):
                     entry = self._epoch(epoch, train, rng, optimizer, device, bar, batches_task)
-                    training_seconds += entry["seconds"]
+                    self._training_seconds += entry["seconds"]
                     # every rank measures its own time: all follow rank 0's clock
                     out_of_time = cfg.max_seconds is not None and distributed.broadcast_from_main(
-                        training_seconds > cfg.max_seconds
+                        self._training_seconds > cfg.max_seconds
                     )
                     # the last epoch is always validated, so a budget never discards training
                     last = out_of_time or epoch == cfg.epochs
@@ -116,7 +127,8 @@ class Trainer:
                         if stopper is not None:
                             improved, stop = self._decide(entry, stopper)
                     if improved:
-                        self.best_epoch, best_state = epoch, _clone(model.module.state_dict())
+                        self.best_epoch = epoch
+                        self._best_state = _clone(model.module.state_dict())
                     if main:
                         self._callbacks(entry)
                     self.history.append(entry)
@@ -126,16 +138,18 @@ class Trainer:
                         log.info("%s %s", model.name, status)
                     if stop:
                         self.stop_reason = f"early stopping after epoch {epoch}"
-                        break
-                    if out_of_time:
+                    elif out_of_time:
                         self.stop_reason = f"max_seconds ({cfg.max_seconds:g}) after epoch {epoch}"
+                    if main and key is not None:
+                        self._save(key, optimizer, rng, stopper, device)
+                    if stop or out_of_time:
                         break
         finally:
             model.train_module = model.module
             if isinstance(optimizer, RowSparseAdam):
                 model.module.sparse_rows_hook = None  # later users of the module expect dense
-        if best_state is not None:
-            model.module.load_state_dict(best_state)
+        if self._best_state is not None:
+            model.module.load_state_dict(self._best_state)
         model.module.eval()
 
     def _epoch(
@@ -176,6 +190,62 @@ class Trainer:
                 f"{model.name}: training loss is {loss_value} at epoch {epoch}; lower lr"
             )
         return {"epoch": epoch, "loss": loss_value, "seconds": time.perf_counter() - start}
+
+    def _save(
+        self,
+        key: dict[str, Any],
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        stopper: _EarlyStopping | None,
+        device: torch.device,
+    ) -> None:
+        """Write the state after the last epoch to the configured checkpoint."""
+        assert self.config.checkpoint is not None
+        state = {
+            "fingerprint": key,
+            "module": self.model.module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            # JSON-safe: callbacks may put numpy scalars in the history
+            "history": json.loads(json.dumps(self.history, default=float)),
+            "best_epoch": self.best_epoch,
+            "best_state": self._best_state,
+            "stopper": None if stopper is None else [stopper.best, stopper.waited],
+            "training_seconds": self._training_seconds,
+            "stop_reason": self.stop_reason,
+        }
+        save_checkpoint(self.config.checkpoint, state)
+
+    def _restore(
+        self,
+        state: dict[str, Any],
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        stopper: _EarlyStopping | None,
+    ) -> bool:
+        """Continue from a :meth:`_save` state; whether that fit had already stopped (early
+        stopping under the current patience, or its ``max_seconds`` spent)."""
+        cfg, module = self.config, self.model.module
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda_rng"], next(module.parameters()).device)
+        self.history = state["history"]
+        self.best_epoch, self._best_state = state["best_epoch"], state["best_state"]
+        self._training_seconds = state["training_seconds"]
+        if stopper is not None and state["stopper"] is not None:
+            stopper.best, stopper.waited = state["stopper"]
+        epoch = self.history[-1]["epoch"] if self.history else 0
+        log.info("%s: resuming from %s after epoch %d", self.model.name, cfg.checkpoint, epoch)
+        spent = cfg.max_seconds is not None and self._training_seconds > cfg.max_seconds
+        finished = spent or (stopper is not None and stopper.stop)
+        if finished:
+            self.stop_reason = state["stop_reason"]
+        return finished
 
     def _callbacks(self, entry: dict[str, Any]) -> None:
         self.model.module.eval()
