@@ -16,6 +16,10 @@ far): on a shared machine wall-clock seconds per epoch depend on the load, CPU t
         --out benchmarks/results/step_time_amazon-beauty_tiger.json  # ... written to a file
     POLYREC_DATA_DIR=/work/shared/data nohup python benchmarks/bench_sequential.py \\
         --model sasrec --dataset ml-1m --max-minutes 25 &  # writes results/sequential_*.json
+
+With ``--set checkpoint=PATH`` the fit saves its state after every epoch and the same command
+continues it (``--max-minutes`` then counts every sitting's training); the results file keeps
+the earlier sittings' epochs.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from polyrec.models.generative.tiger import TIGER
 from polyrec.models.registry import get_model_class
 from polyrec.models.sequential import SequentialRecommender
 from polyrec.record import peak_rss_mb, versions
+from polyrec.train.checkpoint import saved_history
 
 ROOT = Path(__file__).resolve().parent
 KS = (10, 20)
@@ -116,7 +121,9 @@ def main() -> None:
         **TARGETS.get((spec.model, spec.dataset), {}),
     }
     start = time.perf_counter()
-    model.epoch_callbacks.append(_EpochTracker(model, split, result, out, start))
+    checkpoint = spec.model_config.checkpoint
+    previous = saved_history(checkpoint) if checkpoint else []
+    model.epoch_callbacks.append(_EpochTracker(model, split, result, out, start, previous))
     model.fit(split.train, split.valid)
     result["status"] = f"finished: {model.stop_reason}"
     result["best_epoch"] = model.best_epoch
@@ -183,7 +190,9 @@ def measure(model: SequentialRecommender, split: Split, n_batches: int) -> dict[
 class _EpochTracker:
     """An epoch callback: records the epoch and scores the weights on test when validation
     (every ``eval_every`` epochs) improved, so ``test_at_best_valid`` is what a finished run
-    would report."""
+    would report. What it measures goes into the trainer's epoch entry too, so a resumed fit
+    (``--set checkpoint=PATH``) continues the record from the checkpoint's ``previous``
+    epochs."""
 
     def __init__(
         self,
@@ -192,28 +201,42 @@ class _EpochTracker:
         result: dict[str, Any],
         out: Path,
         start: float,
+        previous: list[dict[str, Any]],
     ) -> None:
-        self.model, self.split, self.result, self.out, self.start = model, split, result, out, start
+        self.model, self.split, self.result, self.out = model, split, result, out
         self.metric = model.config.early_stopping
-        self.best = -np.inf
+        result["epochs"] = [_row(e, self.metric) for e in previous]
+        self.best = max(
+            (r[f"valid_{self.metric}"] for r in result["epochs"] if "test" in r), default=-np.inf
+        )
+        self.start = start - (previous[-1]["elapsed_seconds"] if previous else 0.0)
 
-    def __call__(self, entry: dict[str, Any]) -> None:
-        row: dict[str, Any] = {k: entry[k] for k in ("epoch", "loss", "seconds")}
+    def __call__(self, entry: dict[str, Any]) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
         value = entry.get("valid", {}).get(self.metric)
-        if value is not None:
-            row[f"valid_{self.metric}"] = value
         if value is not None and value > self.best:
             # the weights the trainer keeps (best validation so far): score them on test
             self.best = value
             split = self.split
             self.model.set_histories(*[p for p in (split.train, split.valid) if p is not None])
-            row["test"] = _test(self.model, split, exclude=[])
+            extra["test"] = _test(self.model, split, exclude=[])
             self.model.set_histories(split.train)
-        row["elapsed_seconds"] = time.perf_counter() - self.start
-        row["cpu_seconds"] = time.process_time()  # this process, all threads, since start
-        self.result["epochs"].append(row)
+        extra["elapsed_seconds"] = time.perf_counter() - self.start
+        extra["cpu_seconds"] = time.process_time()  # this process, all threads, since start
+        self.result["epochs"].append(_row(entry | extra, self.metric))
         _summarise(self.result)
         _write(self.out, self.result)
+        return extra
+
+
+def _row(entry: dict[str, Any], metric: str | None) -> dict[str, Any]:
+    """The record's line for a trainer epoch entry."""
+    row: dict[str, Any] = {k: entry[k] for k in ("epoch", "loss", "seconds")}
+    value = entry.get("valid", {}).get(metric)
+    if value is not None:
+        row[f"valid_{metric}"] = value
+    keys = ("test", "elapsed_seconds", "cpu_seconds")
+    return row | {k: entry[k] for k in keys if k in entry}
 
 
 def _test(model: SequentialRecommender, split: Split, exclude: list[Any]) -> dict[str, float]:
