@@ -18,18 +18,21 @@ and a ``comparison`` block (unified vs single-task, relative difference per head
 
 Because the unified model then trains four times as many steps, ``--controls next,search``
 (the default) also trains compute-matched single-task controls (as many steps as the unified
-model) with their own comparison (``summary_equal_steps``), TIGER (same semantic IDs and size,
-early-stopped, with and without the paper's user tokens), the unified model early-stopped on
+model) with their own comparison (``summary_equal_steps``), TIGER (same semantic IDs and width,
+early-stopped, with and without the paper's user tokens, and with as many transformer blocks as
+the unified model: :data:`TIGER_VARIANTS`), the unified model early-stopped on
 next-item validation NDCG@10 as TIGER is, the unified model early-stopped on all its tasks'
 validation (``tasks_geomean@10``: the geometric mean of the tasks' headline metrics), and
 every single-task model early-stopped on its own task's validation metric, in rounds of the
 same number of examples of its task (``summary_early_stopped`` and
 ``summary_early_stopped_all_tasks``: the protocols' best checkpoints side by side), and the
 unified model early-stopped on all tasks with task sampling weights paced by how many rounds each
-single-task model needed (``summary_paced_all_tasks``; see :func:`convergence_pacing`). ``--resume``
+single-task model needed (``summary_paced_all_tasks``; see :func:`convergence_pacing`), the
+latter also with twice the layers, as many transformer blocks as TIGER's encoder and decoder
+together (its next item against TIGER's: ``summary_paced_tiger_depth_vs_tiger``). ``--resume``
 keeps the records an earlier results file has and trains only the missing models.
 
-CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 90 CPU-minutes
+CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 120 CPU-minutes
 of fitting with the controls (three seeds by default, each with its own generated data);
 ``--jobs 3`` trains the three seeds side by side, one torch thread each.
 """
@@ -182,17 +185,29 @@ def fit_sasrec(split: Split, seed: int, epochs: int) -> dict[str, Any]:
     }
 
 
-def fit_tiger(split: Split, seed: int, dataset: str, user_tokens: bool) -> dict[str, Any]:
-    """TIGER with the same semantic IDs and transformer size as the UniMP models, trained
-    with early stopping on the validation split; with the paper's 2,000 hashed user tokens or
-    without (the unified model has none)."""
+# TIGER variants: (the paper's 2,000 hashed user tokens?, encoder and decoder layers each as a
+# fraction of the unified model's layers); at 1/2, TIGER has as many transformer blocks as the
+# unified model, at 1 twice as many
+TIGER_VARIANTS = {
+    "tiger": (True, 1.0),
+    "tiger_no_user_tokens": (False, 1.0),
+    "tiger_unified_depth": (True, 0.5),
+}
+
+
+def fit_tiger(split: Split, seed: int, dataset: str, name: str) -> dict[str, Any]:
+    """TIGER (variant ``name`` of :data:`TIGER_VARIANTS`) with the same semantic IDs and width
+    as the UniMP models, trained with early stopping on the validation split (the unified model
+    has no user tokens)."""
     base = unimp_config(dataset, 1, seed)
+    user_tokens, depth = TIGER_VARIANTS[name]
+    layers = max(1, round(base["layers"] * depth))
     model = TIGER(
         n_user_tokens=2000 if user_tokens else 0,
         dim=base["dim"],
         heads=base["heads"],
-        encoder_layers=base["layers"],
-        decoder_layers=base["layers"],
+        encoder_layers=layers,
+        decoder_layers=layers,
         ffn_dim=base["ffn_dim"],
         dropout=base["dropout"],
         max_len=base["max_len"],
@@ -211,7 +226,7 @@ def fit_tiger(split: Split, seed: int, dataset: str, user_tokens: bool) -> dict[
     model.set_histories(split.train, split.valid)
     res = evaluate(model, split.test, exclude=[], ks=(5, 10, 20), beyond=False)
     return {
-        "model": "tiger" if user_tokens else "tiger_no_user_tokens",
+        "model": name,
         "tasks": {"next": 1.0},
         "metrics": {"test": {"next": {k: float(v) for k, v in res.summary.items()}}},
         "timings": {"fit_cpu_seconds": fit_s},
@@ -327,6 +342,8 @@ EQUAL_STEPS = "single_{task}_equal_steps"
 EARLY_STOPPED = "single_{task}_early_stopped"
 ALL_TASKS = "unimp_early_stopped_all_tasks"
 PACED = "unimp_paced_all_tasks"
+# the paced model with as many transformer blocks as TIGER's encoder and decoder together
+PACED_TIGER_DEPTH = "unimp_paced_all_tasks_tiger_depth"
 
 
 def control_comparisons(
@@ -339,6 +356,9 @@ def control_comparisons(
         "early_stopped": (tasks, EARLY_STOPPED, "unimp_early_stopped"),
         "early_stopped_all_tasks": (tasks, EARLY_STOPPED, ALL_TASKS),
         "paced_all_tasks": (tasks, EARLY_STOPPED, PACED),
+        "paced_vs_tiger": (["next"], "tiger", PACED),
+        "paced_tiger_depth_vs_tiger": (["next"], "tiger", PACED_TIGER_DEPTH),
+        "paced_vs_tiger_unified_depth": (["next"], "tiger_unified_depth", PACED),
     }
 
 
@@ -409,8 +429,8 @@ def run_seed(
         models["mf"] = lambda: fit_mf(split, seed)
         models["most_frequent_review"] = lambda: review_floor(split)
     if args["controls"]:
-        models["tiger"] = lambda: fit_tiger(split, seed, dataset, True)
-        models["tiger_no_user_tokens"] = lambda: fit_tiger(split, seed, dataset, False)
+        for name in TIGER_VARIANTS:
+            models[name] = partial(fit_tiger, split, seed, dataset, name)
         es_cfg = early_stopped_config(dataset, unified_steps, seed)
         models["unimp_early_stopped"] = lambda: fit_unimp(
             "unimp_early_stopped", all_tasks, es_cfg, split, early_stopped=True
@@ -429,6 +449,10 @@ def run_seed(
         # after the single-task early-stopped models, whose best rounds set its weights
         models[PACED] = lambda: fit_unimp(
             PACED, convergence_pacing(records, tasks), all_cfg, split, early_stopped=True
+        )
+        deep_cfg = {**all_cfg, "layers": 2 * all_cfg["layers"]}
+        models[PACED_TIGER_DEPTH] = lambda: fit_unimp(
+            PACED_TIGER_DEPTH, convergence_pacing(records, tasks), deep_cfg, split, True
         )
     records = list(previous)
     done = {r["model"] for r in previous}
@@ -530,7 +554,8 @@ def main() -> None:
             "the all-tasks unified model early-stopped on tasks_geomean@10 (geometric mean of "
             "the tasks' validation headlines, 1 / RMSE for rating); patience 3 rounds, at most 50; "
             "the paced unified model the same, with task sampling weights proportional to the "
-            "single-task early-stopped models' best rounds",
+            "single-task early-stopped models' best rounds, and once more with twice the "
+            "layers (TIGER's encoder + decoder blocks)",
         },
         "config": unimp_config(args.dataset, unified_steps, seeds[0]),
         "summary": summarize([r["comparison"] for r in runs]),
