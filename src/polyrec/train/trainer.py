@@ -103,11 +103,8 @@ class Trainer:
         main = distributed.is_main_process()
         self.stop_reason = f"{cfg.epochs} epochs"
         key = fingerprint(model, train) if cfg.checkpoint is not None else None
-        finished = False
-        if key is not None:
-            saved = load_checkpoint(cfg.checkpoint, key)
-            if saved is not None:
-                finished = self._restore(saved, optimizer, rng, stopper)
+        saved = load_checkpoint(cfg.checkpoint, key) if key is not None else None
+        finished = saved is not None and self._restore(saved, optimizer, rng, stopper)
         first = self.history[-1]["epoch"] + 1 if self.history else 1
         try:
             with _progress(cfg.progress and main, model.name) as (bar, epochs_task, batches_task):
