@@ -1,6 +1,6 @@
 """Resumable training: a fit stopped and continued from its checkpoint equals one that ran
-through, for dense Adam, RowSparseAdam and dropout; finished fits stay finished; a checkpoint
-of another run is refused."""
+through, for dense Adam, RowSparseAdam, dropout and a model that builds semantic IDs before
+training (TIGER); finished fits stay finished; a checkpoint of another run is refused."""
 
 from __future__ import annotations
 
@@ -16,11 +16,24 @@ from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
 from polyrec.models import torch_base
 from polyrec.models.classic.bpr import BPRMF
+from polyrec.models.generative.tiger import TIGER
 from polyrec.models.graph.lightgcn import LightGCN
 from polyrec.models.sequential.sasrec import SASRec
 from polyrec.models.torch_base import TorchRecommender
 
 QUIET = {"progress": False, "early_stopping": None}
+TINY_TIGER = {
+    "dim": 16,
+    "heads": 1,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "ffn_dim": 32,
+    "max_len": 5,
+    "item_features": "vector:latent",
+    "semantic_ids": {"method": "rqkmeans", "rqkmeans": {"levels": 2, "codebook_size": 8}},
+    "n_user_tokens": 16,
+    "batch_size": 64,
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +59,7 @@ MODELS: list[tuple[type[TorchRecommender], dict[str, Any], str]] = [
     (BPRMF, {"factors": 8, "batch_size": 16, "lr": 0.01}, "RowSparseAdam"),
     (LightGCN, {"factors": 8, "batch_size": 512, "lr": 0.01, "n_layers": 2}, "Adam"),
     (SASRec, {"dim": 16, "heads": 1, "blocks": 1, "max_len": 20, "dropout": 0.3}, "Adam"),
+    (TIGER, {**TINY_TIGER, "dropout": 0.3}, "Adam"),
 ]
 
 
