@@ -123,8 +123,10 @@ def test_an_interrupted_fit_continues_from_its_checkpoint(
     saved = torch.load(checkpoint, weights_only=True)["history"]
     assert [h["epoch"] for h in saved] == [1, 2]
     monkeypatch.undo()
-    (outcome,) = run_suite(load_suite(path), isolate=False, log=lambda _: None)
-    assert outcome.action == "ran"
+    suite = load_suite(path)
+    assert suite.runs[0].status == "resume"
+    (outcome,) = run_suite(suite, isolate=False, log=lambda _: None)
+    assert outcome.action == "resumed"
     assert not list(run_dir.glob("training-*.ckpt"))  # deleted once the run finished
     resumed = RunRecord.load(run_dir)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]

@@ -79,7 +79,8 @@ def bench(
 
     Each run writes a standard run directory (record.json, per_user.parquet, model/); a run
     already finished with the same config is skipped, so an interrupted suite resumes where it
-    stopped. Then build a report from the runs with **polyrec report**.
+    stopped, and a PyTorch model's interrupted training continues from its last finished epoch
+    (--dry-run lists it as "resume"). Then build a report from the runs with **polyrec report**.
 
     Examples:
 
@@ -107,7 +108,7 @@ def bench(
     loaded = load_suite(suite, out_dir=out_dir)
     if dry_run:
         for run in loaded.runs:
-            typer.echo(f"{run.status:<5} {run.run_id}  {run.run_dir}")
+            typer.echo(f"{run.status:<6} {run.run_id}  {run.run_dir}")
         return
     outcomes = run_suite(
         loaded,
@@ -119,9 +120,11 @@ def bench(
         log=typer.echo,
     )
     failed = [o for o in outcomes if o.action == "failed"]
-    counts = {a: sum(o.action == a for o in outcomes) for a in ("ran", "reran", "skipped")}
+    actions = ("ran", "resumed", "reran", "skipped")
+    counts = {a: sum(o.action == a for o in outcomes) for a in actions}
     typer.echo(
-        f"suite {loaded.spec.name}: {counts['ran']} ran, {counts['reran']} re-ran "
+        f"suite {loaded.spec.name}: {counts['ran']} ran, {counts['resumed']} resumed from a "
+        f"checkpoint, {counts['reran']} re-ran "
         f"(config changed), {counts['skipped']} already finished, {len(failed)} failed; "
         f"runs in {loaded.out_dir}"
     )

@@ -53,7 +53,9 @@ from polyrec.experiment import DEFAULT_KS, SPLIT_METHODS, resolve_config
 from polyrec.record import RECORD_FILE, RunRecord, now_utc
 
 BENCH_FILE = "bench.json"
-Status = Literal["done", "todo", "stale"]
+Status = Literal["done", "todo", "resume", "stale"]
+CHECKPOINT_FILE = "training-{spec_hash}.ckpt"
+"""An interrupted PyTorch run's training state, kept for the rerun of the same config."""
 
 
 class ModelEntry(StrictModel):
@@ -127,7 +129,7 @@ class RunOutcome:
 
     run_id: str
     run_dir: str
-    action: Literal["skipped", "ran", "reran", "failed"]
+    action: Literal["skipped", "ran", "resumed", "reran", "failed"]
     seconds: float = 0.0
     error: str = ""
 
@@ -311,7 +313,8 @@ def _plan(path: Path, spec: SuiteFile, root: Path) -> list[PlannedRun]:
 
 def _status(run_dir: Path, spec_hash: str) -> Status:
     if not (run_dir / RECORD_FILE).is_file():
-        return "todo"
+        resumable = (run_dir / CHECKPOINT_FILE.format(spec_hash=spec_hash)).is_file()
+        return "resume" if resumable else "todo"
     info = read_bench_info(run_dir)
     return "done" if info is not None and info.get("spec_hash") == spec_hash else "stale"
 
@@ -335,11 +338,11 @@ def _execute(
 
     torch.set_num_threads(threads)
     run_dir = Path(run["run_dir"])
-    action = "reran" if run["status"] == "stale" else "ran"
+    action = {"stale": "reran", "resume": "resumed"}.get(run["status"], "ran")
     start = time.perf_counter()
     # a PyTorch model saves its training state after every epoch: an interrupted fit of the
     # same config continues from its last epoch instead of starting over
-    checkpoint = run_dir / f"training-{run['spec_hash']}.ckpt"
+    checkpoint = run_dir / CHECKPOINT_FILE.format(spec_hash=run["spec_hash"])
     overrides = dict(run["overrides"])
     if "checkpoint" in get_model_class(run["model"]).Config.model_fields:
         overrides["checkpoint"] = str(checkpoint)
