@@ -343,10 +343,10 @@ def _execute(
     # a PyTorch model saves its training state after every epoch: an interrupted fit of the
     # same config continues from its last epoch instead of starting over
     checkpoint = run_dir / CHECKPOINT_FILE.format(spec_hash=run["spec_hash"])
-    overrides = dict(run["overrides"])
-    if "checkpoint" in get_model_class(run["model"]).Config.model_fields:
-        overrides["checkpoint"] = str(checkpoint)
     try:
+        overrides = dict(run["overrides"])
+        if "checkpoint" in get_model_class(run["model"]).Config.model_fields:
+            overrides["checkpoint"] = str(checkpoint)
         if run_dir.exists():
             # an interrupted or outdated run: never mix its files with the new run's
             _clear_run_dir(run_dir, keep=checkpoint)
