@@ -1,13 +1,18 @@
-"""Small pieces shared by the test modules: tiny model configs and a run-directory writer."""
+"""Small pieces shared by the test modules: tiny model configs, a run-directory writer and a
+stand-in for the trainer's validation."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
+import pytest
+import torch
 
 from polyrec.data.dataset import Dataset
+from polyrec.models import torch_base
 from polyrec.models.base import Recommender
+from polyrec.models.torch_base import TorchRecommender
 
 TINY_SEQ2SEQ = {
     "item_features": "vector:latent",
@@ -44,6 +49,25 @@ TINY_UNIMP = {
     "beams": 8,
 }
 """A UniMP small enough for unit tests (add ``steps_per_epoch``)."""
+
+
+def weights(model: TorchRecommender) -> dict[str, torch.Tensor]:
+    """A copy of the model's current weights."""
+    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+
+
+def fake_validation(monkeypatch: pytest.MonkeyPatch, values: list[float]) -> list[dict]:
+    """Replace the evaluator by a metric sequence; returns the weights seen at each call."""
+    seen: list[dict] = []
+
+    def validate(
+        model: TorchRecommender, train: Dataset, valid: Dataset, ks: tuple[int, ...]
+    ) -> dict[str, float]:
+        seen.append(weights(model))
+        return {"ndcg@10": values[len(seen) - 1], "recall@20": 0.0}
+
+    monkeypatch.setattr(torch_base, "validate", validate)
+    return seen
 
 
 def save_run(model: Recommender, ds: Dataset, run: Path) -> Path:

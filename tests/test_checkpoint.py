@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import TINY_SEQ2SEQ, fake_validation, weights
 
-from polyrec.data.dataset import Dataset
 from polyrec.data.split import Split, leave_one_out
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
-from polyrec.models import torch_base
 from polyrec.models.classic.bpr import BPRMF
 from polyrec.models.generative.tiger import TIGER
 from polyrec.models.graph.lightgcn import LightGCN
@@ -22,18 +21,6 @@ from polyrec.models.sequential.sasrec import SASRec
 from polyrec.models.torch_base import TorchRecommender
 
 QUIET = {"progress": False, "early_stopping": None}
-TINY_TIGER = {
-    "dim": 16,
-    "heads": 1,
-    "encoder_layers": 1,
-    "decoder_layers": 1,
-    "ffn_dim": 32,
-    "max_len": 5,
-    "item_features": "vector:latent",
-    "semantic_ids": {"method": "rqkmeans", "rqkmeans": {"levels": 2, "codebook_size": 8}},
-    "n_user_tokens": 16,
-    "batch_size": 64,
-}
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +28,8 @@ def split() -> Split:
     return leave_one_out(make_synthetic(200, 120, 4000, seed=0))
 
 
-def _weights(model: TorchRecommender) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-
-
 def _assert_same_fit(a: TorchRecommender, b: TorchRecommender) -> None:
-    wa, wb = _weights(a), _weights(b)
+    wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
@@ -59,7 +42,7 @@ MODELS: list[tuple[type[TorchRecommender], dict[str, Any], str]] = [
     (BPRMF, {"factors": 8, "batch_size": 16, "lr": 0.01}, "RowSparseAdam"),
     (LightGCN, {"factors": 8, "batch_size": 512, "lr": 0.01, "n_layers": 2}, "Adam"),
     (SASRec, {"dim": 16, "heads": 1, "blocks": 1, "max_len": 20, "dropout": 0.3}, "Adam"),
-    (TIGER, {**TINY_TIGER, "dropout": 0.3}, "Adam"),
+    (TIGER, {**TINY_SEQ2SEQ, "dropout": 0.3}, "Adam"),
 ]
 
 
@@ -72,38 +55,24 @@ def test_resumed_fit_equals_the_uninterrupted_one(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "fit.ckpt"
-    through = cls(epochs=4, **options, **QUIET).fit(split.train)
-    first = cls(epochs=2, checkpoint=str(path), **options, **QUIET).fit(split.train)
+    through = cls(epochs=4, **(options | QUIET)).fit(split.train)
+    first = cls(epochs=2, checkpoint=str(path), **(options | QUIET)).fit(split.train)
     assert first.optimizer_name == optimizer
     assert path.is_file() and not path.with_name("fit.ckpt.tmp").exists()
-    resumed = cls(epochs=4, checkpoint=str(path), **options, **QUIET).fit(split.train)
+    resumed = cls(epochs=4, checkpoint=str(path), **(options | QUIET)).fit(split.train)
     _assert_same_fit(resumed, through)
-
-
-def _fake_validation(monkeypatch: pytest.MonkeyPatch, values: list[float]) -> list[int]:
-    """Validation returns ``values`` in turn; the returned list counts the calls."""
-    calls: list[int] = []
-
-    def validate(
-        model: TorchRecommender, train: Dataset, valid: Dataset, ks: tuple[int, ...]
-    ) -> dict[str, float]:
-        calls.append(len(calls))
-        return {"ndcg@10": values[len(calls) - 1]}
-
-    monkeypatch.setattr(torch_base, "validate", validate)
-    return calls
 
 
 def test_an_early_stopped_fit_stays_stopped_unless_patience_grows(
     split: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = _fake_validation(monkeypatch, [0.3, 0.5, 0.4, 0.2, 0.6, 0.1, 0.1, 0.1])
+    seen = fake_validation(monkeypatch, [0.3, 0.5, 0.4, 0.2, 0.6, 0.1, 0.1, 0.1])
     options = {"factors": 8, "batch_size": 512, "epochs": 10, "progress": False}
     path = str(tmp_path / "fit.ckpt")
     stopped = BPRMF(patience=2, checkpoint=path, **options).fit(split.train, split.valid)
     assert stopped.stop_reason == "early stopping after epoch 4" and stopped.best_epoch == 2
     again = BPRMF(patience=2, checkpoint=path, **options).fit(split.train, split.valid)
-    assert len(calls) == 4  # nothing trained or validated
+    assert len(seen) == 4  # nothing trained or validated
     assert again.stop_reason == stopped.stop_reason and again.best_epoch == 2
     _assert_same_fit(again, stopped)  # the best epoch's weights, restored from the file
     longer = BPRMF(patience=3, checkpoint=path, **options).fit(split.train, split.valid)

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import fake_validation, weights
 
 from polyrec.data.dataset import Dataset
 from polyrec.data.split import Split, ratio_split
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
-from polyrec.models import torch_base
 from polyrec.models.classic.bpr import BPRMF
 from polyrec.models.torch_base import TorchRecommender
 
@@ -23,24 +23,6 @@ FAST = {"lr": 0.01, "batch_size": 512, "factors": 16, "progress": False}
 @pytest.fixture(scope="module")
 def split() -> Split:
     return ratio_split(make_synthetic(300, 150, 5000, seed=0), test=0.2, valid=0.1, seed=0)
-
-
-def _weights(model: TorchRecommender) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-
-
-def _fake_validation(monkeypatch: pytest.MonkeyPatch, values: list[float]) -> list[dict]:
-    """Replace the evaluator by a metric sequence; returns the weights seen at each call."""
-    seen: list[dict] = []
-
-    def validate(
-        model: TorchRecommender, train: Dataset, valid: Dataset, ks: tuple[int, ...]
-    ) -> dict[str, float]:
-        seen.append(_weights(model))
-        return {"ndcg@10": values[len(seen) - 1], "recall@20": 0.0}
-
-    monkeypatch.setattr(torch_base, "validate", validate)
-    return seen
 
 
 def test_loss_decreases_and_history_is_recorded(split: Split) -> None:
@@ -65,13 +47,13 @@ def test_real_validation_metrics_in_history(split: Split) -> None:
 def test_early_stopping_stops_and_restores_best(
     split: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = _fake_validation(monkeypatch, [0.1, 0.3, 0.2, 0.25, 0.9])
+    seen = fake_validation(monkeypatch, [0.1, 0.3, 0.2, 0.25, 0.9])
     model = BPRMF(epochs=10, patience=2, **FAST).fit(split.train, split.valid)
     assert [h["epoch"] for h in model.history] == [1, 2, 3, 4]  # 2 evaluations without gain
     assert model.best_epoch == 2
     assert model.stop_reason == "early stopping after epoch 4"
     assert [h["valid"]["ndcg@10"] for h in model.history] == [0.1, 0.3, 0.2, 0.25]
-    final = _weights(model)
+    final = weights(model)
     for key, value in final.items():
         assert torch.equal(value, seen[1][key])  # the weights validated at epoch 2
     assert not torch.equal(final["user.weight"], seen[3]["user.weight"])
@@ -80,11 +62,11 @@ def test_early_stopping_stops_and_restores_best(
 def test_eval_every_validates_on_schedule_and_last_epoch(
     split: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = _fake_validation(monkeypatch, [0.5, 0.1, 0.2])
+    seen = fake_validation(monkeypatch, [0.5, 0.1, 0.2])
     model = BPRMF(epochs=7, eval_every=3, early_stopping=None, **FAST).fit(split.train, split.valid)
     assert [h["epoch"] for h in model.history if "valid" in h] == [3, 6, 7]
     assert model.best_epoch is None  # no metric: the last weights are kept
-    assert torch.equal(_weights(model)["item.weight"], seen[2]["item.weight"])
+    assert torch.equal(weights(model)["item.weight"], seen[2]["item.weight"])
 
 
 def test_epoch_callbacks_see_each_epoch_and_extend_its_entry(split: Split) -> None:
@@ -111,7 +93,7 @@ def test_max_seconds_stops_after_the_epoch_that_spends_it(split: Split) -> None:
 def test_the_epoch_that_spends_max_seconds_is_validated(
     split: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = _fake_validation(monkeypatch, [0.1, 0.3])
+    seen = fake_validation(monkeypatch, [0.1, 0.3])
     model = BPRMF(epochs=50, eval_every=10, max_seconds=1e-9, **FAST)
     model.fit(split.train, split.valid)
     assert len(seen) == 1 and model.best_epoch == 1  # epoch 1 is not a multiple of 10
@@ -119,15 +101,15 @@ def test_the_epoch_that_spends_max_seconds_is_validated(
 
 
 def test_unknown_early_stopping_metric(split: Split, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_validation(monkeypatch, [0.1])
+    fake_validation(monkeypatch, [0.1])
     with pytest.raises(PolyrecError, match="early_stopping metric 'auc' is not a validation"):
         BPRMF(epochs=2, early_stopping="auc", **FAST).fit(split.train, split.valid)
 
 
-def test_same_seed_same_weights(split: Split) -> None:
-    a = _weights(BPRMF(epochs=2, seed=3, **FAST).fit(split.train))
-    b = _weights(BPRMF(epochs=2, seed=3, **FAST).fit(split.train))
-    c = _weights(BPRMF(epochs=2, seed=4, **FAST).fit(split.train))
+def test_same_seed_sameweights(split: Split) -> None:
+    a = weights(BPRMF(epochs=2, seed=3, **FAST).fit(split.train))
+    b = weights(BPRMF(epochs=2, seed=3, **FAST).fit(split.train))
+    c = weights(BPRMF(epochs=2, seed=4, **FAST).fit(split.train))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["user.weight"], c["user.weight"])
 

@@ -56,15 +56,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path, expected: dict[str, Any]) -> dict[str, Any] | None:
     """The state saved at ``path`` (``None`` if there is no file), after checking that it was
     written for the ``expected`` :func:`fingerprint`."""
-    path = Path(path)
-    if not path.is_file():
+    state = _read(Path(path))
+    if state is None:
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PolyrecError(f"{path}: not a readable polyrec checkpoint ({exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise PolyrecError(f"{path}: not a polyrec training checkpoint (format {FORMAT})")
     found = state.get("fingerprint", {})
     if found != expected:
         raise PolyrecError(
@@ -77,10 +71,22 @@ def load_checkpoint(path: str | Path, expected: dict[str, Any]) -> dict[str, Any
 def saved_history(path: str | Path) -> list[dict[str, Any]]:
     """The per-epoch history a checkpoint holds (empty if there is no file), for a caller that
     records a learning curve across resumed fits."""
-    path = Path(path)
+    state = _read(Path(path))
+    return [] if state is None else list(state["history"])
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """The checkpoint file's contents, ``None`` if there is none; a one-line error if it is
+    not a checkpoint of this format."""
     if not path.is_file():
-        return []
-    return list(torch.load(path, map_location="cpu", weights_only=True)["history"])
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise PolyrecError(f"{path}: not a readable polyrec checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise PolyrecError(f"{path}: not a polyrec training checkpoint (format {FORMAT})")
+    return state
 
 
 def _difference(found: dict[str, Any], expected: dict[str, Any]) -> str:
