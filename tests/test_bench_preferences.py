@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import TINY_SEQ2SEQ
@@ -39,14 +40,28 @@ def test_run_preference_benchmark_scores_every_axis(tiny) -> None:
     assert set(out["axes"]) == set(AXES)
     assert all(out["benchmark_sizes"][axis] > 0 for axis in AXES)
     for axis, row in out["axes"].items():
-        assert set(row) == set(names)
+        assert set(row) == set(names) | set(prefbench.REFERENCES)
         for metrics in row.values():
             assert 0.0 <= metrics["ndcg@10"] <= metrics["recall@10"] <= 1.0
             assert ("combined_recall@10" in metrics) == (axis == "sentiment")
             if axis == "sentiment":
                 assert metrics["combined_recall@10"] <= metrics["recall@10"]
-    # a model that ignores preferences ranks the same for "Prefers X" and "Avoid X"
+    # a ranking that ignores preferences is the same for "Prefers X" and "Avoid X"
     assert out["axes"]["sentiment"]["sasrec"]["combined_recall@10"] == 0.0
+    assert out["axes"]["sentiment"]["popularity"]["combined_recall@10"] == 0.0
+    # popularity ignores the history and the preference: one list, the same on every axis
+    # whose targets are the test items
+    for axis in ("recommendation", "consolidation"):
+        assert out["axes"][axis]["popularity"] == out["axes"]["recommendation"]["popularity"]
+
+
+def test_preference_match_ranks_items_by_cosine_to_the_mean_preference() -> None:
+    items = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    vectors = {"a": [1.0, 0.0], "b": [0.0, 1.0], "ab": [3.0, 3.0]}
+    embed = lambda texts: np.array([vectors[t] for t in texts])  # noqa: E731
+    ranked = prefbench.preference_match([["a"], ["b"], ["a", "b"], ["ab"]], items, embed)
+    # mean of unit vectors: "a" + "b" points along (1, 1), as "ab" does; ties to the lower index
+    np.testing.assert_array_equal(ranked, [[0, 2, 1], [1, 2, 0], [2, 0, 1], [2, 0, 1]])
 
 
 def test_run_preference_benchmark_refuses_bad_input(tiny) -> None:
