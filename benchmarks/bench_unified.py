@@ -58,6 +58,7 @@ from polyrec.data.dataset import Dataset
 from polyrec.data.split import Split, leave_one_out
 from polyrec.data.synthetic import make_synthetic
 from polyrec.eval import evaluate
+from polyrec.models.classic.pop import Pop
 from polyrec.models.generative.tiger import TIGER
 from polyrec.models.sequential.sasrec import SASRec
 from polyrec.models.unified import UniMP
@@ -109,9 +110,12 @@ def unimp_config(dataset: str, steps: int, seed: int) -> dict[str, Any]:
     return common
 
 
-def load(dataset: str, max_users: int | None, seed: int) -> tuple[Dataset, Split]:
+def load(
+    dataset: str, max_users: int | None, seed: int, temperature: float | None = None
+) -> tuple[Dataset, Split]:
     if dataset == "synthetic":
-        ds = make_synthetic(n_users=500, n_items=200, n_interactions=8000, seed=seed)
+        sharpness = {} if temperature is None else {"temperature": temperature}
+        ds = make_synthetic(n_users=500, n_items=200, n_interactions=8000, seed=seed, **sharpness)
     else:
         from polyrec.data.registry import load_dataset
 
@@ -233,6 +237,17 @@ def fit_tiger(split: Split, seed: int, dataset: str, name: str) -> dict[str, Any
     }
 
 
+def fit_popularity(split: Split) -> dict[str, Any]:
+    """Next item by training popularity: the floor a sequential model has to clear."""
+    model = Pop().fit(split.train)
+    res = evaluate(model, split.test, exclude=[], ks=(5, 10, 20), beyond=False)
+    return {
+        "model": "popularity",
+        "tasks": {"next": 1.0},
+        "metrics": {"test": {"next": {k: float(v) for k, v in res.summary.items()}}},
+    }
+
+
 def fit_mf(split: Split, seed: int, dim: int = 16, epochs: int = 200) -> dict[str, Any]:
     """Biased MF on the training + validation ratings (full-batch Adam on MSE + L2)."""
     torch.manual_seed(seed)
@@ -302,6 +317,8 @@ def compare(
     """Unified (the record ``unified_name``) vs single-task (the record named ``single_name``)
     per headline metric: values and relative difference (positive = unified better)."""
     by_name = {r["model"]: r for r in records}
+    if unified_name not in by_name:  # not among the --models trained
+        return {}
     unified = by_name[unified_name]["metrics"]["test"]
     out = {}
     for task in tasks:
@@ -407,7 +424,7 @@ def run_seed(
 ) -> dict[str, Any]:
     """Every model of the benchmark on one seed's data that ``previous`` (records of an
     earlier run) lacks: the run record and data stats."""
-    ds, split = load(dataset, args["max_users"], seed)
+    ds, split = load(dataset, args["max_users"], seed, args["temperature"])
     stats = {
         "users": ds.n_users,
         "active_users": len(ds.active_users),
@@ -425,6 +442,7 @@ def run_seed(
         name = f"single_{task}"
         models[name] = partial(fit_unimp, name, {task: 1.0}, single_cfg, split)
     models["sasrec"] = lambda: fit_sasrec(split, seed, args["sasrec_epochs"])
+    models["popularity"] = lambda: fit_popularity(split)
     if dataset == "synthetic":
         models["mf"] = lambda: fit_mf(split, seed)
         models["most_frequent_review"] = lambda: review_floor(split)
@@ -454,6 +472,11 @@ def run_seed(
         models[PACED_TIGER_DEPTH] = lambda: fit_unimp(
             PACED_TIGER_DEPTH, convergence_pacing(records, tasks), deep_cfg, split, True
         )
+    if args["models"]:
+        unknown = sorted(set(args["models"]) - set(models))
+        if unknown:
+            raise SystemExit(f"unknown --models {unknown}; choose from {sorted(models)}")
+        models = {name: fit for name, fit in models.items() if name in args["models"]}
     records = list(previous)
     done = {r["model"] for r in previous}
     for name, fit in models.items():
@@ -481,6 +504,19 @@ def main() -> None:
         "tasks, so it sees as many examples of each task as each single-task model)",
     )
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (data and models)")
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="synthetic only: the generator's choice temperature (default its 0.3; lower = "
+        "choices follow taste more sharply); results go to unified_synthetic_t<T>.json",
+    )
+    ap.add_argument(
+        "--models",
+        default="",
+        help="comma-separated records to train (default: all); the paced models need the "
+        "single_<task>_early_stopped ones, trained in the same call or kept by --resume",
+    )
     ap.add_argument("--max-users", type=int, default=1500)
     ap.add_argument("--sasrec-epochs", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=1, help="seeds trained side by side (processes)")
@@ -507,8 +543,11 @@ def main() -> None:
         "max_users": args.max_users,
         "sasrec_epochs": args.sasrec_epochs,
         "controls": controls,
+        "temperature": args.temperature,
+        "models": [m for m in args.models.split(",") if m],
     }
-    path = RESULTS / f"unified_{args.dataset}.json"
+    suffix = "" if args.temperature is None else f"_t{args.temperature:g}"
+    path = RESULTS / f"unified_{args.dataset}{suffix}.json"
     previous: dict[int, list[dict[str, Any]]] = {}
     earlier_wall = 0.0
     if args.resume and path.exists():
@@ -540,6 +579,7 @@ def main() -> None:
         "protocol": {
             "split": "leave_one_out",
             "ranking": "full catalogue, beams=20, history not masked",
+            "synthetic_temperature": args.temperature,
             "seeds": seeds,
             "single_task_steps": args.steps,
             "unified_steps": unified_steps,
