@@ -10,8 +10,10 @@ and a ``comparison`` block (unified vs single-task, relative difference per head
   architecture and batch size, each trained on its task alone for ``--steps`` steps, the
   unified model for four times as many (so it sees as many examples of each task as each
   single-task model: multi-task training on the union of the tasks' data), SASRec (next
-  item), biased MF (rating; Koren et al. 2009, trained on MSE), and two floors: the
-  global-mean rating and the most frequent training review as the explanation.
+  item), biased MF (rating; Koren et al. 2009, trained on MSE), and three floors: training
+  popularity as the next item, the global-mean rating and the most frequent training review
+  as the explanation. ``--temperature`` sets the generator's choice temperature (its default
+  0.3 leaves popularity above every next-item model; 0.1 makes choices follow taste).
 - ``amazon-scientific`` (``--dataset amazon-scientific``, needs ``POLYREC_DATA_DIR``): next item
   and search only (the data has titles and categories, no ratings or reviews); items' MiniLM
   text embeddings as features; ``--max-users`` keeps the CPU cost bounded.
@@ -30,7 +32,8 @@ unified model early-stopped on all tasks with task sampling weights paced by how
 single-task model needed (``summary_paced_all_tasks``; see :func:`convergence_pacing`), the
 latter also with twice the layers, as many transformer blocks as TIGER's encoder and decoder
 together (its next item against TIGER's: ``summary_paced_tiger_depth_vs_tiger``). ``--resume``
-keeps the records an earlier results file has and trains only the missing models.
+keeps the records an earlier results file has and trains only the missing models;
+``--models`` trains only the named records.
 
 CPU budget: run with ``OMP_NUM_THREADS=1``; on synthetic each seed takes about 120 CPU-minutes
 of fitting with the controls (three seeds by default, each with its own generated data);
