@@ -26,8 +26,10 @@ initialisation and after training, into ``ctr_gradient_conflict_<suite>.json``.
 ``ctr_taobao_head_summary.json``: mean and std over seeds per config, DeLong tests of the test
 AUC of every ``dare*`` config against each other config (per seed and on seed-averaged
 predictions), paired t / Wilcoxon tests of per-user test AUC between DARE and each baseline,
-and DARE's attention dim 16 vs 64 (search speed-up and AUC difference; and each width at the
-DARE config or ablation with its best mean validation AUC).
+and DARE's attention dim 16 vs 64 (search speed-up and AUC difference; each width at the
+DARE config or ablation with its best mean validation AUC; and the AUC of the positives whose
+target item is already in the history, against every negative, apart from the other
+positives'). The last needs the suite's data (``POLYREC_DATA_DIR``) to rebuild the samples.
 
     OMP_NUM_THREADS=1 POLYREC_DATA_DIR=/work/shared/data python benchmarks/bench_ctr.py \\
         --configs dare twin --seeds 0 1 2
@@ -50,9 +52,9 @@ import torch
 
 from polyrec.config import build, load_yaml, merge, parse_overrides
 from polyrec.data.ctr import build_ctr_samples
-from polyrec.eval.ctr_metrics import per_user_auc
+from polyrec.eval.ctr_metrics import auc, per_user_auc
 from polyrec.eval.significance import delong_test, paired_tests, summarize_seeds
-from polyrec.models.ranking.analysis import gradient_conflict, search_timing
+from polyrec.models.ranking.analysis import gradient_conflict, search_timing, target_in_history
 from polyrec.models.ranking.base import get_ranker_class
 from polyrec.models.ranking.experiment import CTRRunConfig, load_log, train_eval
 from polyrec.models.ranking.twostage import TwoStageNet
@@ -280,15 +282,35 @@ def best_validation_widths(res: dict[str, Any], table: dict[str, Any]) -> dict[s
     }
 
 
-def summarize(suite: str) -> None:
+def repeat_breakdown(res: dict[str, Any], repeat: np.ndarray) -> dict[str, Any]:
+    """DARE attention dim 16 vs 64 split by the positives' kind: the AUC of the positives
+    whose target is already in the history (``repeat``) against every negative, and of the
+    other positives against every negative; per width the mean over seeds, and the share of
+    repeats among positives and negatives."""
+    y = np.array(res["dare"]["test_labels"])
+    out: dict[str, Any] = {
+        "repeat_share_of_positives": float(repeat[y == 1].mean()),
+        "repeat_share_of_negatives": float(repeat[y == 0].mean()),
+    }
+    for kind, positives in (("repeat", repeat), ("new", ~repeat)):
+        keep = (y == 0) | ((y == 1) & positives)
+        if y[keep].min() == y[keep].max():
+            continue
+        out[kind] = {}
+        for name in ("dare", "dare_att64"):
+            seeds = np.array(res[name]["test_scores"]["scores"])
+            out[kind][name] = float(np.mean([auc(y[keep], s[keep]) for s in seeds]))
+    return out
+
+
+def summarize(suite: str, data_dir: str | None) -> None:
     """Aggregate every per-config file into the summary (see module docstring)."""
     prefix = SUITES[suite][1]
-    files = sorted(RESULTS.glob(f"{prefix}*.json"))
-    res = {
-        p.stem[len(prefix) :]: json.loads(p.read_text())
-        for p in files
-        if not p.stem.endswith("summary")
+    loaded = {
+        p.stem[len(prefix) :]: json.loads(p.read_text()) for p in RESULTS.glob(f"{prefix}*.json")
     }
+    # per-config run files only (not the summary, the gradient analysis or the oracle)
+    res = {name: r for name, r in sorted(loaded.items()) if "runs" in r}
     table = {
         name: {
             "seeds": [r["seed"] for r in r_["runs"]],
@@ -320,6 +342,9 @@ def summarize(suite: str) -> None:
     if "dare" in table and "dare_att64" in table:
         summary["dare_attention_dim_16_vs_64"] = attention_dim_comparison(res, table)
         summary["dare_attention_dim_best_validation"] = best_validation_widths(res, table)
+        first = load_configs(suite, ["dare"])["dare"]
+        test = build_ctr_samples(load_log(first.data, data_dir), first.data.protocol).test
+        summary["dare_attention_dim_by_repeat"] = repeat_breakdown(res, target_in_history(test))
     (RESULTS / f"{prefix}summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 
@@ -362,7 +387,7 @@ def main() -> None:
     if args.conflict:
         conflict(args.conflict, args.data_dir, args.suite)
     if args.summarize:
-        summarize(args.suite)
+        summarize(args.suite, args.data_dir)
 
 
 if __name__ == "__main__":

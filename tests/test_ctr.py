@@ -25,7 +25,12 @@ from polyrec.data.sampling import PopularityNegativeSampler
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
 from polyrec.eval.ctr_metrics import auc, ctr_metrics, gauc, logloss, per_user_auc
-from polyrec.models.ranking.analysis import gradient_conflict, search_recall, search_timing
+from polyrec.models.ranking.analysis import (
+    gradient_conflict,
+    search_recall,
+    search_timing,
+    target_in_history,
+)
 from polyrec.models.ranking.base import CTRRanker, get_ranker_class, masked_softmax, topk_search
 from polyrec.models.ranking.cli import ctr_app
 from polyrec.models.ranking.experiment import CTRDataConfig, ctr_run_config, load_log
@@ -162,6 +167,25 @@ def test_padding_left_and_masked():
     assert (b["hist_time"][0, 3:] >= 1).all()
     # target = event 5 at t=5: events 0..4 lie 5..1 seconds before it
     assert b["hist_delta"][0, 3:].tolist() == [5.0, 4.0, 3.0, 2.0, 1.0]
+
+
+def test_target_in_history_flags_repeats_within_the_window():
+    # user 0 views items 1, 2, 3, 1, 4, 2: the test target (item 2) repeats event 1, the
+    # validation target (item 4) is new; with max_len 2 the train target (item 1, event 3)
+    # sees only items 2, 3 and is not flagged although item 1 is older in the log
+    times = np.arange(8, dtype=float)
+    users = np.array([0] * 6 + [1] * 2)
+    log = BehaviorLog.from_arrays(users, np.array([1, 2, 3, 1, 4, 2, 8, 9]), times)
+    proto = CTRProtocol(min_events=5, max_len=2, n_train=1, train_stride=1, neg_ratio=1)
+    d = build_ctr_samples(log, proto)
+    assert target_in_history(d.test).tolist() == [False, False]
+    assert target_in_history(d.train).tolist() == [False, False]
+    proto_wide = CTRProtocol(min_events=5, max_len=8, n_train=1, train_stride=1, neg_ratio=1)
+    wide = build_ctr_samples(log, proto_wide)
+    # positives first, then the negative (never an item the user saw)
+    assert target_in_history(wide.test).tolist() == [True, False]
+    assert target_in_history(wide.valid).tolist() == [False, False]
+    assert target_in_history(wide.train).tolist() == [True, False]
 
 
 def test_negative_sampler_frequency_proportional():

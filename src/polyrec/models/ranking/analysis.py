@@ -8,7 +8,9 @@
   (the paper's Sec. 3: representation gradients dominate in magnitude and often point against
   the attention gradients);
 - :func:`search_timing`: wall time of the search stage (attention scores + top-k) and of full
-  scoring for one user's history against a batch of candidates, per 1,000 candidates.
+  scoring for one user's history against a batch of candidates, per 1,000 candidates;
+- :func:`target_in_history`: which samples' target item is already among their behaviours (a
+  repeat), the case where the search only has to recognise the item itself.
 """
 
 from __future__ import annotations
@@ -151,3 +153,10 @@ def search_timing(
         "history_len": float(history_len),
         "n_candidates": float(n_candidates),
     }
+
+
+def target_in_history(samples: CTRSamples) -> np.ndarray:
+    """Per sample, True when its target item is among the behaviours of its history."""
+    batch = samples.batch()
+    same = (batch["hist_item"] == batch["item"][:, None]) & batch["hist_mask"]
+    return same.any(dim=1).numpy()
