@@ -52,6 +52,7 @@ import torch
 
 from polyrec.config import build, load_yaml, merge, parse_overrides
 from polyrec.data.ctr import build_ctr_samples
+from polyrec.errors import PolyrecError
 from polyrec.eval.ctr_metrics import auc, per_user_auc
 from polyrec.eval.significance import delong_test, paired_tests, summarize_seeds
 from polyrec.models.ranking.analysis import gradient_conflict, search_timing, target_in_history
@@ -286,12 +287,10 @@ def repeat_breakdown(res: dict[str, Any], repeat: np.ndarray) -> dict[str, Any]:
     """DARE attention dim 16 vs 64 split by the positives' kind: the AUC of the positives
     whose target is already in the history (``repeat``) against every negative, and of the
     other positives against every negative; per width the mean over seeds, and the share of
-    repeats among positives and negatives."""
+    repeats among the positives."""
     y = np.array(res["dare"]["test_labels"])
-    out: dict[str, Any] = {
-        "repeat_share_of_positives": float(repeat[y == 1].mean()),
-        "repeat_share_of_negatives": float(repeat[y == 0].mean()),
-    }
+    # no negative is a repeat: the sampler draws items the user never touched
+    out: dict[str, Any] = {"repeat_share_of_positives": float(repeat[y == 1].mean())}
     for kind, positives in (("repeat", repeat), ("new", ~repeat)):
         keep = (y == 0) | ((y == 1) & positives)
         if y[keep].min() == y[keep].max():
@@ -301,6 +300,24 @@ def repeat_breakdown(res: dict[str, Any], repeat: np.ndarray) -> dict[str, Any]:
             seeds = np.array(res[name]["test_scores"]["scores"])
             out[kind][name] = float(np.mean([auc(y[keep], s[keep]) for s in seeds]))
     return out
+
+
+def repeated_test_targets(
+    suite: str, data_dir: str | None, res: dict[str, Any]
+) -> np.ndarray | None:
+    """:func:`target_in_history` of the suite's test samples, rebuilt from its data, or
+    ``None`` (with a message) when the data is missing; refuses samples whose labels differ
+    from the stored runs' (changed config or data)."""
+    cfg = load_configs(suite, ["dare"])["dare"]
+    try:
+        test = build_ctr_samples(load_log(cfg.data, data_dir), cfg.data.protocol).test
+    except PolyrecError as err:
+        print(f"no repeat breakdown: {err}")
+        return None
+    for name in ("dare", "dare_att64"):
+        if test.label.astype(int).tolist() != res[name]["test_labels"]:
+            raise SystemExit(f"{name}: the rebuilt test samples differ from the stored run's")
+    return target_in_history(test)
 
 
 def summarize(suite: str, data_dir: str | None) -> None:
@@ -342,9 +359,9 @@ def summarize(suite: str, data_dir: str | None) -> None:
     if "dare" in table and "dare_att64" in table:
         summary["dare_attention_dim_16_vs_64"] = attention_dim_comparison(res, table)
         summary["dare_attention_dim_best_validation"] = best_validation_widths(res, table)
-        first = load_configs(suite, ["dare"])["dare"]
-        test = build_ctr_samples(load_log(first.data, data_dir), first.data.protocol).test
-        summary["dare_attention_dim_by_repeat"] = repeat_breakdown(res, target_in_history(test))
+        repeat = repeated_test_targets(suite, data_dir, res)
+        if repeat is not None:
+            summary["dare_attention_dim_by_repeat"] = repeat_breakdown(res, repeat)
     (RESULTS / f"{prefix}summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 

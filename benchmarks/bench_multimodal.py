@@ -130,7 +130,8 @@ def main() -> None:
     records = []
     for name, modalities, opts in runs:
         cls = get_model_class(name)
-        model = cls({**opts, **train_opts} if issubclass(cls, TorchRecommender) else opts)
+        trained = issubclass(cls, TorchRecommender)
+        model = cls({**opts, **train_opts} if trained else {**opts, "seed": args.seed})
         start = time.perf_counter()
         model.fit(split.train, split.valid)
         fit_seconds = time.perf_counter() - start
@@ -154,8 +155,8 @@ def main() -> None:
             "features": feature_info if modalities != "id" else None,
             "config": model.config.model_dump(),
             "metrics": {"test": {k: v for k, v in result.summary.items()}},
-            "best_epoch": getattr(model, "best_epoch", None),
-            "epochs_run": len(getattr(model, "history", [])),
+            "best_epoch": model.best_epoch if trained else None,
+            "epochs_run": len(model.history) if trained else None,
             "timings": {"fit_seconds": fit_seconds, "eval_seconds": result.seconds},
         }
         records.append(rec)

@@ -344,7 +344,8 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and std over seeds of each task's unified / single-task headline values and of
     the relative gain, and on how many seeds the unified model was better."""
     out = {}
-    for task in per_seed[0]:
+    # with --models a seed may lack a comparison another seed has: only tasks every seed has
+    for task in [t for t in per_seed[0] if all(t in c for c in per_seed)]:
         rows = [c[task] for c in per_seed]
         gains = np.array([r["relative_gain"] for r in rows], dtype=float)
         out[task] = {
@@ -536,6 +537,8 @@ def main() -> None:
         "has for a seed; train the rest",
     )
     args = ap.parse_args()
+    if args.temperature is not None and args.dataset != "synthetic":
+        ap.error("--temperature is for --dataset synthetic (the generator's choices)")
     torch.set_num_threads(1)
     wall = time.perf_counter()
     seeds = [int(x) for x in args.seeds.split(",")]
@@ -551,6 +554,8 @@ def main() -> None:
     }
     suffix = "" if args.temperature is None else f"_t{args.temperature:g}"
     path = RESULTS / f"unified_{args.dataset}{suffix}.json"
+    if options["models"] and path.exists() and not args.resume:
+        ap.error(f"--models without --resume would replace {path} with only those models")
     previous: dict[int, list[dict[str, Any]]] = {}
     earlier_wall = 0.0
     if args.resume and path.exists():

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import benchmark_script
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -347,13 +346,7 @@ def test_report_refuses_missing_runs(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- scoreboard
 def test_scoreboard_rewrites_only_its_block(suite_dir: Path, tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "make_scoreboard", REPO / "benchmarks" / "make_scoreboard.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("make_scoreboard")
     results = tmp_path / "results"
     shutil.copytree(suite_dir / "results", results)
     (results / "timing_only.json").write_text(json.dumps({"benchmark": "x", "seconds": 1}))
@@ -393,13 +386,7 @@ def test_scoreboard_rewrites_only_its_block(suite_dir: Path, tmp_path: Path) -> 
 
 
 def test_scoreboard_pools_seed_files_of_one_configuration(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "make_scoreboard", REPO / "benchmarks" / "make_scoreboard.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("make_scoreboard")
 
     def sequential(name: str, seed: int, hr: float, status: str, **config: Any) -> None:
         (tmp_path / name).write_text(

@@ -49,10 +49,15 @@ def test_run_preference_benchmark_scores_every_axis(tiny) -> None:
     # a ranking that ignores preferences is the same for "Prefers X" and "Avoid X"
     assert out["axes"]["sentiment"]["sasrec"]["combined_recall@10"] == 0.0
     assert out["axes"]["sentiment"]["popularity"]["combined_recall@10"] == 0.0
-    # popularity ignores the history and the preference: one list, the same on every axis
-    # whose targets are the test items
-    for axis in ("recommendation", "consolidation"):
-        assert out["axes"][axis]["popularity"] == out["axes"]["recommendation"]["popularity"]
+    # popularity ignores the history and the preference: one list, so the same scores on
+    # every axis whose targets are the test items
+    popular = out["axes"]["recommendation"]["popularity"]
+    for axis in ("consolidation", "sentiment"):
+        scores = out["axes"][axis]["popularity"]
+        assert (scores["recall@10"], scores["ndcg@10"]) == (
+            popular["recall@10"],
+            popular["ndcg@10"],
+        )
 
 
 def test_preference_match_ranks_items_by_cosine_to_the_mean_preference() -> None:
@@ -62,6 +67,8 @@ def test_preference_match_ranks_items_by_cosine_to_the_mean_preference() -> None
     ranked = prefbench.preference_match([["a"], ["b"], ["a", "b"], ["ab"]], items, embed)
     # mean of unit vectors: "a" + "b" points along (1, 1), as "ab" does; ties to the lower index
     np.testing.assert_array_equal(ranked, [[0, 2, 1], [1, 2, 0], [2, 0, 1], [2, 0, 1]])
+    with pytest.raises(PolyrecError, match="at least one preference"):
+        prefbench.preference_match([["a"], []], items, embed)
 
 
 def test_run_preference_benchmark_refuses_bad_input(tiny) -> None:

@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 import yaml
+from helpers import benchmark_script
 from typer.testing import CliRunner
 
 from polyrec.data.ctr import (
@@ -186,6 +187,25 @@ def test_target_in_history_flags_repeats_within_the_window():
     assert target_in_history(wide.test).tolist() == [True, False]
     assert target_in_history(wide.valid).tolist() == [False, False]
     assert target_in_history(wide.train).tolist() == [True, False]
+
+
+def test_repeat_breakdown_splits_the_positives_against_every_negative():
+    bench_ctr = benchmark_script("bench_ctr")
+    labels = [1, 1, 1, 0, 0]
+    repeat = np.array([True, False, False, False, False])
+    res = {
+        "dare": {"test_labels": labels, "test_scores": {"scores": [[0.9, 0.6, 0.2, 0.5, 0.1]]}},
+        "dare_att64": {
+            "test_labels": labels,
+            "test_scores": {"scores": [[0.4, 0.6, 0.7, 0.5, 0.1], [0.8, 0.3, 0.3, 0.5, 0.1]]},
+        },
+    }
+    out = bench_ctr.repeat_breakdown(res, repeat)
+    assert out["repeat_share_of_positives"] == pytest.approx(1 / 3)
+    # repeat positive vs the negatives 0.5, 0.1: 1.0 | seeds 0.5 and 1.0 at width 64
+    assert out["repeat"] == pytest.approx({"dare": 1.0, "dare_att64": 0.75})
+    # new positives (0.6, 0.2) vs (0.5, 0.1): 3 of 4 pairs | seeds 1.0 and 0.5
+    assert out["new"] == pytest.approx({"dare": 0.75, "dare_att64": 0.75})
 
 
 def test_negative_sampler_frequency_proportional():

@@ -41,6 +41,7 @@ from polyrec.models.generative.preferences import ExtractiveGenerator, user_pref
 from polyrec.models.generative.tiger import TIGER
 from polyrec.models.sequential.sasrec import SASRec
 from polyrec.models.torch_base import TorchRecommender
+from polyrec.ranking import topk
 
 KS: Final = (5, 10)
 MODELS: Final = (
@@ -169,9 +170,9 @@ def run_preference_benchmark(
             k: float(v) for k, v in result.summary.items() if k.split("@")[0] in ("recall", "ndcg")
         }
     bench, item_emb, embed = _benchmark(ds, split)
-    popularity = np.bincount(split.train.items, minlength=ds.n_items).astype(np.float64)
+    popularity = torch.from_numpy(split.train.item_popularity.astype(np.float32))[None]
     references: dict[str, Callable[[list[list[str]]], np.ndarray]] = {
-        "popularity": lambda prefs: np.tile(top_k(popularity[None]), (len(prefs), 1)),
+        "popularity": lambda prefs: np.tile(top_k(popularity), (len(prefs), 1)),
         "preference_match": lambda prefs: preference_match(prefs, item_emb, embed),
     }
     out["benchmark_sizes"] = {axis: len(samples) for axis, samples in bench.items()}
@@ -196,9 +197,9 @@ def run_preference_benchmark(
     return out
 
 
-def top_k(scores: np.ndarray, k: int = max(KS)) -> np.ndarray:
+def top_k(scores: torch.Tensor, k: int = max(KS)) -> np.ndarray:
     """The ``k`` best columns per row, best first (ties to the lower index)."""
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return topk(scores, k)[1].numpy()
 
 
 def preference_match(
@@ -208,11 +209,13 @@ def preference_match(
 ) -> np.ndarray:
     """Top items per sample by the cosine between the mean of its preferences' embeddings and
     each item's row of ``item_emb`` (the :data:`REFERENCES` ranking that ignores history)."""
+    if not all(preferences):
+        raise PolyrecError("preference_match needs at least one preference per sample")
     texts = sorted({p for prefs in preferences for p in prefs})
     vecs = _unit(embed(texts))
     lookup = {t: i for i, t in enumerate(texts)}
     query = np.stack([vecs[[lookup[p] for p in prefs]].mean(0) for prefs in preferences])
-    return top_k(query @ _unit(item_emb).T)
+    return top_k(torch.from_numpy(query @ _unit(item_emb).T))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
