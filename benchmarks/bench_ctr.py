@@ -51,13 +51,12 @@ import numpy as np
 import torch
 
 from polyrec.config import build, load_yaml, merge, parse_overrides
-from polyrec.data.ctr import build_ctr_samples
 from polyrec.errors import PolyrecError
 from polyrec.eval.ctr_metrics import auc, per_user_auc
 from polyrec.eval.significance import delong_test, paired_tests, summarize_seeds
 from polyrec.models.ranking.analysis import gradient_conflict, search_timing, target_in_history
 from polyrec.models.ranking.base import get_ranker_class
-from polyrec.models.ranking.experiment import CTRRunConfig, load_log, train_eval
+from polyrec.models.ranking.experiment import CTRRunConfig, load_samples, train_eval
 from polyrec.models.ranking.twostage import TwoStageNet
 from polyrec.record import peak_rss_mb, versions
 
@@ -96,8 +95,7 @@ def run(
     if len(protocols) != 1:
         raise SystemExit("all configs must share the data section (same samples)")
     first = next(iter(cfgs.values()))
-    log = load_log(first.data, data_dir)
-    data = build_ctr_samples(log, first.data.protocol)
+    data = load_samples(first.data, data_dir)
     for config_name, cfg in cfgs.items():
         name = f"{config_name}_{tag}" if tag else config_name
         out: dict[str, Any] = {
@@ -159,8 +157,7 @@ def timing(configs: list[str], rounds: int, data_dir: str | None) -> None:
     torch.set_num_threads(1)
     cfgs = load_configs("taobao", configs)
     first = next(iter(cfgs.values()))
-    log = load_log(first.data, data_dir)
-    dims = build_ctr_samples(log, first.data.protocol).dims
+    dims = load_samples(first.data, data_dir).dims
     models = {}
     for name, cfg in cfgs.items():
         model = get_ranker_class(cfg.model)(cfg.params)
@@ -195,7 +192,7 @@ def conflict(configs: list[str], data_dir: str | None, suite: str) -> None:
     torch.set_num_threads(1)
     cfgs = load_configs(suite, configs)
     first = next(iter(cfgs.values()))
-    data = build_ctr_samples(load_log(first.data, data_dir), first.data.protocol)
+    data = load_samples(first.data, data_dir)
     out: dict[str, Any] = {"versions": versions(), "configs": {}}
     for name, cfg in cfgs.items():
         torch.manual_seed(0)
@@ -310,7 +307,7 @@ def repeated_test_targets(
     from the stored runs' (changed config or data)."""
     cfg = load_configs(suite, ["dare"])["dare"]
     try:
-        test = build_ctr_samples(load_log(cfg.data, data_dir), cfg.data.protocol).test
+        test = load_samples(cfg.data, data_dir).test
     except PolyrecError as err:
         print(f"no repeat breakdown: {err}")
         return None

@@ -1,5 +1,5 @@
-"""Small pieces shared by the test modules: tiny model configs, a run-directory writer and a
-stand-in for the trainer's validation."""
+"""Small pieces shared by the test modules: tiny model configs, a run-directory writer, a
+stand-in for the trainer's validation and an importer of the benchmark scripts."""
 
 from __future__ import annotations
 

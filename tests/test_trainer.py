@@ -106,7 +106,7 @@ def test_unknown_early_stopping_metric(split: Split, monkeypatch: pytest.MonkeyP
         BPRMF(epochs=2, early_stopping="auc", **FAST).fit(split.train, split.valid)
 
 
-def test_same_seed_sameweights(split: Split) -> None:
+def test_same_seed_same_weights(split: Split) -> None:
     a = weights(BPRMF(epochs=2, seed=3, **FAST).fit(split.train))
     b = weights(BPRMF(epochs=2, seed=3, **FAST).fit(split.train))
     c = weights(BPRMF(epochs=2, seed=4, **FAST).fit(split.train))

@@ -85,6 +85,11 @@ def load_log(cfg: CTRDataConfig, data_dir: str | Path | None = None) -> Behavior
     return read_tmall(path, actions=cfg.actions, nrows=cfg.nrows)
 
 
+def load_samples(cfg: CTRDataConfig, data_dir: str | Path | None = None) -> CTRData:
+    """The CTR samples of the data config: its log cut by its protocol."""
+    return build_ctr_samples(load_log(cfg, data_dir), cfg.protocol)
+
+
 def ctr_run_config(
     model: str,
     *,
@@ -154,7 +159,7 @@ def run_ctr(
     """Run ``config`` and write the run directory ``out`` (see module docstring)."""
     cfg = config if isinstance(config, CTRRunConfig) else build(CTRRunConfig, config)
     get_ranker_class(cfg.model)  # fail on an unknown name before reading data
-    log = load_log(cfg.data, data_dir)
+    log = load_log(cfg.data, data_dir)  # its fingerprint goes into the record
     data = build_ctr_samples(log, cfg.data.protocol)
     out_dir = Path(out)
     runs = []
