@@ -430,6 +430,19 @@ def test_mender_fits_follows_context_and_round_trips(data, tmp_path: Path) -> No
     torch.testing.assert_close(back.score(users), model.score(users))
 
 
+def test_mender_context_has_no_user_token_by_default(data, tmp_path: Path) -> None:
+    from test_text_features import tiny_sentence_model
+
+    encoder = tiny_sentence_model(tmp_path / "enc")
+    config = {k: v for k, v in TINY.items() if k != "n_user_tokens"}
+    model = Mender({**config, "preference_model": encoder, "epochs": 1}).fit(data.train)
+    assert model.config.n_user_tokens == 0 and TIGER().config.n_user_tokens == 2000
+    hist, prefs = model.histories[:4], [["Prefers red"]] * 4
+    _, own = model.generate_with_preferences(hist, prefs, np.arange(4))
+    _, other = model.generate_with_preferences(hist, prefs, np.arange(4, 8))
+    np.testing.assert_array_equal(own, other)  # the user's identity does not reach the model
+
+
 def test_mender_training_contexts_sentiment_pairs_and_accumulated(data, tmp_path: Path) -> None:
     from test_text_features import tiny_sentence_model
 

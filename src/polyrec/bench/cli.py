@@ -87,11 +87,12 @@ def bench(
         polyrec bench benchmarks/suites/smoke.yaml
         polyrec bench benchmarks/suites/ml-100k-classic.yaml --data-dir ~/data --only bpr
 
-    **polyrec bench preferences** trains SASRec, TIGER, Mender-Emb and Mender-Tok (each Mender
-    also with sentiment pairs and accumulated contexts, "_data") on one dataset with
-    reviews and scores Mender's five preference axes; it writes
+    **polyrec bench preferences** trains SASRec, TIGER (with and without user-ID tokens),
+    Mender-Emb and Mender-Tok (each Mender also with sentiment pairs and accumulated contexts,
+    "_data") on one dataset with reviews and scores Mender's five preference axes; it writes
     preferences_<dataset>.json (in --out-dir, default here). --only picks models by name
-    (sasrec, tiger, mender_emb, mender_tok, mender_emb_data, mender_tok_data):
+    (sasrec, tiger, tiger_no_user_tokens, mender_emb, mender_tok, mender_emb_data,
+    mender_tok_data):
 
         polyrec bench preferences --dataset synthetic --max-minutes 8 --only mender_emb
     """

@@ -47,6 +47,7 @@ KS: Final = (5, 10)
 MODELS: Final = (
     "sasrec",
     "tiger",
+    "tiger_no_user_tokens",
     "mender_emb",
     "mender_tok",
     "mender_emb_data",
@@ -54,7 +55,9 @@ MODELS: Final = (
 )
 # The small TIGER/Mender of configs/amazon-scientific/mender.yaml with codebooks for a catalogue
 # of a few hundred items; "+data" adds sentiment pairs and accumulated contexts for half the
-# rows (steering pairs measured no gain: benchmarks/README.md).
+# rows (steering pairs measured no gain: benchmarks/README.md). The Menders' context has no
+# user-ID token (MenderConfig's default); TIGER keeps the paper's 2,000, and
+# "tiger_no_user_tokens" is the Menders' backbone without preferences.
 MENDER_CONFIG: Final[dict[str, Any]] = {
     "item_features": "text",
     "semantic_ids": {"method": "rqvae", "rqvae": {"codebook_size": 16, "epochs": 100}},
@@ -68,7 +71,6 @@ MENDER_CONFIG: Final[dict[str, Any]] = {
     "decoder_layers": 2,
     "ffn_dim": 256,
     "dropout": 0.1,
-    "n_user_tokens": 2000,
     "beams": 20,
     "lr": 0.002,
     "batch_size": 256,
@@ -131,7 +133,8 @@ def preference_models(
         "sasrec": lambda: SASRec(
             dim=64, dropout=0.2, max_len=20, epochs=200, patience=5, max_seconds=seconds
         ),
-        "tiger": lambda: TIGER(tiger),
+        "tiger": lambda: TIGER({**tiger, "n_user_tokens": 2000}),
+        "tiger_no_user_tokens": lambda: TIGER({**tiger, "n_user_tokens": 0}),
         "mender_emb": lambda: Mender(mender),
         "mender_tok": lambda: MenderTok(mender),
         "mender_emb_data": lambda: Mender({**mender, **extra_data}),

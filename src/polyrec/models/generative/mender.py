@@ -84,8 +84,10 @@ TEXT_PAD, TEXT_UNK, TEXT_SEP = 0, 1, 2
 
 class MenderConfig(TIGERConfig):
     """Mender-Emb options on top of TIGER's (``sentiment_pairs``, ``steering_pairs``,
-    ``accumulated_fraction``: see the module docstring)."""
+    ``accumulated_fraction``: see the module docstring). Mender's context is the preferences
+    and the history, without TIGER's hashed user-ID token, so ``n_user_tokens`` defaults to 0."""
 
+    n_user_tokens: int = Field(0, ge=0)
     preference_model: str = DEFAULT_MODEL
     preference_window: int = Field(5, ge=1)
     preference_steps: int = Field(20, ge=1)
