@@ -1,3 +1,6 @@
+from dataclasses import replace
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -29,6 +32,25 @@ def test_id_maps_roundtrip(tiny):
 def test_unknown_id_is_one_clear_error(tiny):
     with pytest.raises(PolyrecError, match="unknown user 'zz'"):
         tiny.user_ids.to_internal(["a", "zz"], what="user")
+
+
+def test_integer_ids_are_matched_exactly_not_truncated():
+    ids = IdMap(np.array([1, 2, 3]))
+    assert ids.to_internal(["3", 2.0]).tolist() == [2, 1]  # the same ids in other types
+    with pytest.raises(PolyrecError, match=r"^unknown user 2\.5$"):
+        ids.to_internal([1, 2.5], what="user")
+    with pytest.raises(PolyrecError, match=r"^unknown user 'abc'$"):  # not the valid '1'
+        ids.to_internal(["1", "abc"], what="user")
+
+
+def test_order_only_tells_positions_from_times(tiny):
+    assert not tiny.order_only
+    positions = tiny.with_interactions(timestamps=None, users=tiny.users, items=tiny.items)
+    assert positions.order_only
+    seq = tiny.sequences
+    ranks = np.empty(len(tiny))
+    ranks[tiny.order] = np.arange(len(tiny)) - np.repeat(seq.indptr[:-1], seq.lengths)
+    assert replace(tiny, timestamps=ranks).order_only
 
 
 def test_csr_and_sequences(tiny):

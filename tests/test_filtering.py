@@ -119,3 +119,16 @@ def test_compact_keeps_side_data_and_vectors_aligned():
     assert out.user_data["age"].tolist() == [20, 22]
     assert pairs(out) == [(0, 10), (0, 30), (2, 30)]
     assert report.users == (3, 2) and report.items == (3, 2) and report.interactions == (3, 3)
+
+
+def test_filters_keep_review_text_aligned():
+    ds = make_synthetic(60, 40, 900, seed=1)
+    review = ds.interaction_data["review"].to_numpy()
+    pair = {(u, i): r for u, i, r in zip(ds.users, ds.items, review, strict=True)}
+    for out, _ in (binarize(ds, 4), k_core(ds, 15, 15)):
+        assert out.n_interactions < ds.n_interactions
+        assert out.interaction_data is not None and len(out.interaction_data) == len(out)
+        users = ds.user_ids.to_internal(out.user_ids.to_external(out.users))
+        items = ds.item_ids.to_internal(out.item_ids.to_external(out.items))
+        got = out.interaction_data["review"].tolist()
+        assert got == [pair[(u, i)] for u, i in zip(users, items, strict=True)]

@@ -22,6 +22,7 @@ from polyrec.data.io import (
     read_table,
     read_user_item_lists,
 )
+from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
 
 
@@ -409,6 +410,13 @@ def test_attach_side_data_aligns_and_joins(tmp_path):
     assert ds.item_data["title"].isna().tolist() == [False, True, True]
     assert ds.item_data["brand"].tolist()[1:] == ["b20", "b30"]
     assert ds.user_data["age"].isna().tolist() == [True, False]
+    assert ds.order_only  # positions in the file, not times
+
+
+def test_attach_side_data_keeps_interaction_data():
+    ds = make_synthetic(20, 10, 100, seed=0)
+    out = attach_side_data(ds, item_data=pd.DataFrame({"x": [1]}, index=[ds.item_ids.external[0]]))
+    assert out.interaction_data is ds.interaction_data and out.timestamps is ds.timestamps
 
 
 # ------------------------------------------------------------------------- Amazon reviews

@@ -20,7 +20,9 @@ from polyrec.data.registry import (
     load_dataset,
     load_given_split,
 )
+from polyrec.data.split import temporal_split
 from polyrec.errors import PolyrecError
+from polyrec.experiment import prepare_data, resolve_config
 
 REAL_DATA = os.environ.get("POLYREC_DATA_DIR")
 
@@ -56,6 +58,20 @@ def test_env_dir_wins_over_cache_and_argument_wins_over_env(tmp_path, monkeypatc
     assert len(load_dataset("amazon-beauty")) == 2
     infos = {i.name: i for i in list_datasets()}
     assert infos["amazon-beauty"].location == str(cache / "amazon_s3rec" / "Beauty.txt")
+
+
+def test_sequence_files_split_leave_one_out_by_default(tmp_path):
+    """Positions are not times: "auto" holds out each user's last item, and a temporal
+    split is refused."""
+    root = beauty(tmp_path, "1 5 6 7 8\n2 6 7 9\n")
+    spec = resolve_config("pop", "amazon-beauty")
+    split = prepare_data(spec, root).split
+    assert spec.split is not None and spec.split.method == "leave_one_out"
+    assert split.test.item_ids.to_external(split.test.items).tolist() == [8, 9]
+    assert split.valid is not None
+    assert split.valid.item_ids.to_external(split.valid.items).tolist() == [7, 7]
+    with pytest.raises(PolyrecError, match="temporal split needs times; dataset 'amazon-beauty'"):
+        temporal_split(load_dataset("amazon-beauty", root))
 
 
 def test_beauty_side_data_from_text_and_attributes(tmp_path):

@@ -15,9 +15,10 @@ other key is a hyperparameter of the model, validated by the model's pydantic ``
 
 Split ``auto`` (no ``split`` section): the dataset's own train/test files when it ships them
 (LightGCN Gowalla), leave-one-out when the dataset is a list of time-ordered sequences without
-timestamps (the S3-Rec / SASRec / BERT4Rec sets), otherwise a seeded per-user 80/10/10 ratio
-split. The split seed is the ``split.seed`` (0), not the model seed, so runs with several model
-seeds share one split. Test ranking masks training and validation items.
+times (the S3-Rec / SASRec / BERT4Rec sets: :attr:`~polyrec.data.dataset.Dataset.order_only`),
+otherwise a seeded per-user 80/10/10 ratio split. The split seed is the ``split.seed`` (0), not
+the model seed, so runs with several model seeds share one split. Test ranking masks training
+and validation items.
 """
 
 from __future__ import annotations
@@ -195,10 +196,10 @@ def prepare_data(spec: RunSpec, data_dir: str | Path | None = None) -> PreparedD
 
         ds = attach_configured_features(ds, spec.features)
     if spec.split is None:
-        # Order-only sequence files (S3-Rec, SASRec, LC-Rec) have no timestamps.
+        # Sequence files (S3-Rec, SASRec, LC-Rec) keep the order of events, not their times.
         spec.split = (
             SplitConfig(method="leave_one_out")
-            if ds.timestamps is None
+            if ds.order_only
             else SplitConfig(method="ratio", test=0.1, valid=0.1)
         )
     return PreparedData(make_split(ds, spec.split), ds.fingerprint(), reports, ds.item_titles())

@@ -52,10 +52,7 @@ class IdMap:
         """Map external ids to internal indices; unknown ids raise one clear error."""
         arr = ids if isinstance(ids, np.ndarray) else np.asarray(list(ids), dtype=object)
         if arr.dtype != self.external.dtype and self.external.dtype != object:
-            try:
-                arr = arr.astype(self.external.dtype)
-            except (TypeError, ValueError) as exc:
-                raise PolyrecError(f"unknown {what} {_plain(arr[0])!r}") from exc
+            arr = self._cast(arr, what)
         idx = self._index.get_indexer(arr)
         if (idx < 0).any():
             bad = _plain(arr[np.flatnonzero(idx < 0)[0]])
@@ -64,6 +61,26 @@ class IdMap:
                 f"unknown {what} {bad!r}" + (f" (and {n_bad - 1} more)" if n_bad > 1 else "")
             )
         return idx.astype(np.int64)
+
+    def _cast(self, arr: np.ndarray, what: str) -> np.ndarray:
+        """``arr`` in the external ids' dtype; an id that does not convert exactly (``2.5``
+        or ``"abc"`` among integer ids) is unknown, not rounded or truncated to another."""
+        dtype = self.external.dtype
+        with np.errstate(invalid="ignore"):
+            try:
+                out = arr.astype(dtype)
+            except (TypeError, ValueError, OverflowError):
+                out = None
+        if out is not None:
+            same = np.asarray(out.astype(object) == arr.astype(object), bool)
+            # "7" for the integer id 7 is the same id; 2.5 or "7x" is not
+            wrong = [i for i in np.flatnonzero(~same) if str(out[i]) != str(arr[i]).strip()]
+            if not wrong:
+                return out
+            bad = arr[wrong[0]]
+        else:
+            bad = next(v for v in arr.tolist() if not _converts(v, dtype))
+        raise PolyrecError(f"unknown {what} {_plain(bad)!r}")
 
     def to_external(self, idx: np.ndarray | Sequence[int]) -> np.ndarray:
         """Map internal indices back to external ids."""
@@ -276,6 +293,16 @@ class Dataset:
         return Sequences(indptr=indptr, items=self.items[order], timestamps=ts)
 
     @cached_property
+    def order_only(self) -> bool:
+        """True when the interactions carry order but no time: no timestamps, or timestamps
+        that number each user's events 0, 1, 2, ... (what the sequence-file readers write)."""
+        if self.timestamps is None:
+            return True
+        seq = self.sequences
+        starts = np.repeat(seq.indptr[:-1], np.diff(seq.indptr))
+        return bool(np.array_equal(seq.timestamps, np.arange(len(self)) - starts))
+
+    @cached_property
     def item_popularity(self) -> np.ndarray:
         """Interaction count per item (int64, length n_items)."""
         return np.bincount(self.items, minlength=self.n_items)
@@ -379,3 +406,11 @@ def _align(frame: pd.DataFrame | None, ids: IdMap) -> pd.DataFrame | None:
     if frame is None:
         return None
     return frame.reindex(pd.Index(ids.external)).reset_index(drop=True)
+
+
+def _converts(value: Any, dtype: np.dtype) -> bool:
+    try:
+        np.asarray([value]).astype(dtype)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True

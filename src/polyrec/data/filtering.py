@@ -13,7 +13,7 @@ filter): drop users with fewer than ``user_k`` interactions and items with fewer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -83,12 +83,7 @@ def binarize(ds: Dataset, threshold: float) -> Filtered:
     if ds.ratings is None:
         raise PolyrecError(f"binarize needs ratings; dataset {ds.name!r} has none")
     keep = ds.ratings >= threshold
-    kept = ds.with_interactions(
-        users=ds.users[keep],
-        items=ds.items[keep],
-        timestamps=None if ds.timestamps is None else ds.timestamps[keep],
-        ratings=None,
-    )
+    kept = replace(ds.with_interactions(keep), ratings=None)
     return _finish(ds, kept, f"binarize(threshold={threshold:g})")
 
 
@@ -131,13 +126,12 @@ def _compact(ds: Dataset) -> Dataset:
         return ds
     new_user = np.cumsum(user_used) - 1
     new_item = np.cumsum(item_used) - 1
-    return Dataset(
+    return replace(
+        ds,
         users=new_user[ds.users],
         items=new_item[ds.items],
         user_ids=IdMap(ds.user_ids.external[user_used]),
         item_ids=IdMap(ds.item_ids.external[item_used]),
-        timestamps=ds.timestamps,
-        ratings=ds.ratings,
         item_data=None
         if ds.item_data is None
         else ds.item_data.iloc[item_used].reset_index(drop=True),
@@ -145,5 +139,4 @@ def _compact(ds: Dataset) -> Dataset:
         if ds.user_data is None
         else ds.user_data.iloc[user_used].reset_index(drop=True),
         item_vectors={k: v[item_used] for k, v in ds.item_vectors.items()},
-        name=ds.name,
     )

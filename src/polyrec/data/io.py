@@ -35,6 +35,7 @@ import math
 import re
 import zlib
 from collections.abc import Mapping
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -596,18 +597,7 @@ def attach_side_data(
     joined to the side data it already has. Rows for unknown ids are ignored."""
     items = _join_side(ds.item_data, item_data, ds.item_ids)
     users = _join_side(ds.user_data, user_data, ds.user_ids)
-    return Dataset(
-        users=ds.users,
-        items=ds.items,
-        user_ids=ds.user_ids,
-        item_ids=ds.item_ids,
-        timestamps=ds.timestamps,
-        ratings=ds.ratings,
-        item_data=items,
-        user_data=users,
-        item_vectors=ds.item_vectors,
-        name=ds.name,
-    )
+    return replace(ds, item_data=items, user_data=users)
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -100,8 +100,11 @@ def temporal_split(ds: Dataset, *, test: float = 0.2, valid: float = 0.0) -> Spl
     fraction before it -> valid. Held-out interactions of users or items never seen in training
     cannot be scored fairly and are dropped; their number is in the protocol."""
     _check_fractions(test, valid)
-    if ds.timestamps is None:
-        raise PolyrecError("temporal split needs timestamps; this dataset has none")
+    if ds.order_only:
+        raise PolyrecError(
+            f"temporal split needs times; dataset {ds.name!r} keeps only the order of each "
+            "user's events (split it with leave_one_out)"
+        )
     order = np.lexsort((np.arange(len(ds)), ds.timestamps))
     pos = np.empty(len(ds), np.int64)
     pos[order] = np.arange(len(ds))
