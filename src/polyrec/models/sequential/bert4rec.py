@@ -16,8 +16,9 @@ RecSys 2023.
   item embeddings ``E`` (shared); the layer norm is in the authors' code (BERT's prediction
   transform) though not in the paper's equation 7.
 - Cloze training: every non-padding token of the last ``max_len`` training items is replaced by
-  ``[mask]`` with probability ``mask_prob`` (a new draw each epoch); the loss is the
-  cross-entropy of the hidden items at the masked positions.
+  ``[mask]`` with probability ``mask_prob`` (a new draw each epoch), and a sequence that drew
+  no mask has its last item masked (the paper's last-item samples, Section 3.6, in that case
+  only); the loss is the cross-entropy of the hidden items at the masked positions.
 - Inference: ``[mask]`` is appended to the history (the window keeps its last ``max_len``
   tokens) and its output scores the next item.
 """
@@ -154,8 +155,11 @@ def cloze(
     items: np.ndarray, mask_prob: float, mask_token: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Cloze inputs: each non-padding token becomes ``mask_token`` with probability
-    ``mask_prob``; ``targets`` holds the hidden token there and ``PAD`` elsewhere."""
+    ``mask_prob``, and a row that drew none has its last token masked (left-padded rows end in
+    an item), so every row and batch has a target; ``targets`` holds the hidden token there
+    and ``PAD`` elsewhere."""
     masked = (rng.random(items.shape) < mask_prob) & (items != PAD)
+    masked[~masked.any(1), -1] = True
     return {
         "tokens": np.where(masked, mask_token, items),
         "targets": np.where(masked, items, PAD),
