@@ -128,6 +128,21 @@ def test_als_same_seed_same_factors(split) -> None:
     torch.testing.assert_close(a.score(users), expected)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 4.0])
+def test_als_item_factors_solve_the_papers_weighted_least_squares(hand, alpha) -> None:
+    """Hu et al. eq. (4) for the last half-step: y_i = (X^T C^i X + lambda I)^-1 X^T C^i p(i)
+    with confidence c_ui = 1 + alpha on observed pairs and 1 elsewhere."""
+    reg = 0.5
+    model = ALS(factors=2, regularization=reg, alpha=alpha, use_cg=False, iterations=3)
+    model.fit(hand)
+    x, y = model.user_factors.double().numpy(), model.item_factors.double().numpy()
+    p = hand.binary_csr.toarray().astype(np.float64)
+    for i in range(hand.n_items):
+        c = 1 + alpha * p[:, i]
+        expected = np.linalg.solve(x.T @ (c[:, None] * x) + reg * np.eye(2), x.T @ (c * p[:, i]))
+        np.testing.assert_allclose(y[i], expected, rtol=1e-4, atol=1e-5)
+
+
 def test_als_fit_raises_no_blas_thread_warning(hand: Dataset, monkeypatch) -> None:
     monkeypatch.setattr(implicit.utils, "_checked_blas_config", False)
     with warnings.catch_warnings():

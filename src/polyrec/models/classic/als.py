@@ -2,9 +2,12 @@
 for Implicit Feedback Datasets", ICDM 2008, trained by the ``implicit`` library (0.7; conjugate
 gradient solver of Takács, Pilászy & Tikk, RecSys 2011).
 
-Every observed user-item pair has preference 1 and confidence ``alpha`` (implicit's
-convention for a binary matrix); unobserved pairs have preference 0 and confidence 1. The loss
-is ``sum_ui c_ui (p_ui - x_u . y_i)^2 + regularization (||X||^2 + ||Y||^2)``. Scores are
+Every observed user-item pair has preference 1 and confidence ``1 + alpha`` (the paper's
+``c_ui = 1 + alpha r_ui`` on a binary matrix); unobserved pairs have preference 0 and
+confidence 1. The loss is ``sum_ui c_ui (p_ui - x_u . y_i)^2 + regularization (||X||^2 +
+||Y||^2)``. ``implicit`` takes the confidence itself (``alpha * r_ui``), so it is passed
+``1 + alpha``: its own ``alpha=1`` would give observed pairs the weight of unobserved ones, an
+unweighted factorisation of the 0/1 matrix. Scores are
 ``x_u . y_i``, computed here with torch so that ranking goes through the shared masked top-k.
 """
 
@@ -27,7 +30,7 @@ class ALSConfig(ModelConfig):
 
     factors: int = Field(64, ge=1)
     regularization: float = Field(0.01, ge=0.0)
-    alpha: float = Field(1.0, gt=0.0)
+    alpha: float = Field(40.0, ge=0.0, description="confidence 1 + alpha on observed pairs")
     iterations: int = Field(15, ge=1)
     use_native: bool = True
     use_cg: bool = True
@@ -49,7 +52,7 @@ class ALS(Recommender):
             model = AlternatingLeastSquares(
                 factors=c.factors,
                 regularization=c.regularization,
-                alpha=c.alpha,
+                alpha=1.0 + c.alpha,
                 dtype=np.float32,
                 use_native=c.use_native,
                 use_cg=c.use_cg,
