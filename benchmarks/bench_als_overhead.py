@@ -96,6 +96,7 @@ def main() -> None:
     }
     ours_params = {key: val for key, val in params.items() if key != "random_state"}
     ours_params["seed"] = params["random_state"]
+    ours_params["alpha"] = params["alpha"] - 1.0  # the paper's alpha: confidence 1 + alpha
 
     times: dict[str, list[float]] = {
         "implicit_fit": [],
