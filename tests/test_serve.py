@@ -21,6 +21,7 @@ from polyrec.errors import PolyrecError
 from polyrec.models.base import Recommender
 from polyrec.models.classic.bpr import BPRMF
 from polyrec.models.classic.ease import EASE
+from polyrec.unlearn.base import Unlearned
 
 fastapi = pytest.importorskip("fastapi")
 faiss = pytest.importorskip("faiss")
@@ -201,6 +202,10 @@ def test_bad_inputs_get_4xx_and_lose_nothing(client):
         ("post", "/events", {"user_id": ["x"], "item_id": "1"}, AUTH, 422),
         ("post", "/events", {"user_id": "x", "item_id": "1", "type": "DROP TABLE"}, AUTH, 422),
         ("post", "/events", {"events": []}, AUTH, 422),
+        ("post", "/events", {"user_id": "x", "item_id": "1", "timestamp": "nan"}, AUTH, 422),
+        ("post", "/events", {"user_id": "x", "item_id": "1", "timestamp": "inf"}, AUTH, 422),
+        ("post", "/events", {"user_id": "x\u0000y", "item_id": "1"}, AUTH, 422),
+        ("get", "/recommendations/a%00b", None, {}, 422),
         (
             "post",
             "/events",
@@ -309,6 +314,31 @@ def test_forget_interactions_drops_the_learned_profile(client, data):
     rec = client.get("/recommendations/5", params={"k": 50}).json()
     assert rec["source"] == "history"
     assert not {str(first), "1"} & set(_items(rec))
+    body = {"user_id": "5", "history": ["2"], "k": 50, "filters": {"exclude_seen": False}}
+    adhoc = client.post("/recommendations", json=body).json()
+    assert len(_items(adhoc)) == 50 - 2 and not {str(first), "1"} & set(_items(adhoc))
+
+
+def test_an_unlearned_run_serves_without_its_forgotten_items(make_client, data, tmp_path):
+    """A run written by unlearning blocks items by -inf scores: the service serves the inner
+    model (full lists, no NaN user vectors) and masks those items on every path."""
+    model = BPRMF(factors=8, epochs=5, batch_size=256, lr=0.01).fit(data)
+    blocked = data.item_ids.to_internal([0, 1, 2])
+    run = save_run(Unlearned.wrap(model, blocked), data, tmp_path / "unlearned")
+    gone = {"0", "1", "2"}
+    for index in ("auto", "exact"):
+        client = make_client([run], index=index)
+        rec = client.get("/recommendations/3", params={"k": 20}).json()
+        assert rec["source"] == "model" and len(_items(rec)) == 20
+        assert not gone & set(_items(rec))
+        history = client.post("/recommendations", json={"history": ["5", "6"], "k": 40}).json()
+        assert len(_items(history)) == 40 and not gone & set(_items(history))
+        similar = client.get("/items/5/similar", params={"k": 40}).json()
+        assert not gone & set(_items(similar))
+        event = client.post("/events", json={"user_id": "z", "item_id": "1"}, headers=AUTH)
+        assert event.status_code == 422 and "forgotten" in event.json()["error"]
+    sim = Unlearned.wrap(model, blocked).similar_items([5], k=49)["item"].tolist()
+    assert not {0, 1, 2} & set(sim)
 
 
 def test_unlearner_hook_runs_as_a_job(make_client):

@@ -46,6 +46,7 @@ from polyrec.serve.metrics import CONTENT_TYPE, Metrics
 from polyrec.serve.retrieval import TextRequest
 from polyrec.serve.schemas import (
     MAX_K,
+    NO_NUL,
     ErrorBody,
     EventBatch,
     EventIn,
@@ -63,7 +64,7 @@ from polyrec.serve.store import Event, ForgetRecord
 
 log = logging.getLogger("polyrec.serve")
 
-UserId = Annotated[str, Path(min_length=1, max_length=256)]
+UserId = Annotated[str, Path(min_length=1, max_length=256, pattern=NO_NUL)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description=f"list length, 1..{MAX_K}")]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422)

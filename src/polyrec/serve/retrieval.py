@@ -392,7 +392,7 @@ def _user_vectors(model: Recommender, item_vectors: np.ndarray) -> np.ndarray | 
         s = scores.double().numpy()
         u = s @ proj
         err = np.linalg.norm(u @ v.T - s) / max(np.linalg.norm(s), 1e-12)
-        if err > _FIT_TOLERANCE:
+        if not err <= _FIT_TOLERANCE:  # NaN too: -inf scores have no vector
             return None
         out[batch] = u
     return out

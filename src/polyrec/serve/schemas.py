@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
 MAX_K = 100
 MAX_HISTORY = 1000
 MAX_BATCH = 10_000
 MAX_TEXT = 2000
 
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: a client mistake, not a 500
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_NUL)]
 
 
 class Strict(BaseModel):
@@ -97,8 +98,8 @@ class EventIn(Strict):
     user_id: Id
     item_id: Id
     type: str = Field("click", pattern=r"^[a-z][a-z0-9_]{0,31}$")
-    timestamp: datetime | float | None = None
-    idempotency_key: str | None = Field(None, min_length=1, max_length=128)
+    timestamp: datetime | FiniteFloat | None = None
+    idempotency_key: str | None = Field(None, min_length=1, max_length=128, pattern=NO_NUL)
 
 
 class EventBatch(Strict):

@@ -249,7 +249,7 @@ class RecService:
         opts = dict(config.index_options, ann_threshold=config.ann_threshold)
         self.models = [
             self._attach(Path(run), m, build_retriever(m, config.index, **opts))
-            for run, (m, _) in zip(config.runs, loaded, strict=True)
+            for run, (m, _, _) in zip(config.runs, loaded, strict=True)
         ]
         self.ranker: CandidateScorer | None = None
         if ranker is not None and ranker_run is not None:
@@ -265,6 +265,8 @@ class RecService:
             self.store.add_api_key(key, "cli")
         self._lock = threading.Lock()
         self.masked_items = np.zeros(len(self.catalogue), bool)
+        for _, _, forgotten in loaded + ([ranker] if ranker is not None else []):
+            self.masked_items[self.catalogue.index(forgotten)] = True
         self.masked_users: set[str] = set()
         self.masked_pairs: dict[str, set[int]] = {}
         self.popularity = self._popularity()
@@ -378,7 +380,7 @@ class RecService:
         stored = self.catalogue.index(self.store.user_history(user_id))
         stored = stored[(stored >= 0) & ~self.masked_items[stored]]
         forgotten = user_id in self.masked_users
-        pairs = np.array(sorted(self.masked_pairs.get(user_id, ())), dtype=np.int64)
+        pairs = self._forgotten_pairs(user_id)
         allowed[pairs] = False
         if exclude_seen:
             allowed[stored] = False
@@ -423,10 +425,18 @@ class RecService:
         items = idx[usable]
         if exclude_seen:
             allowed[items] = False
+        if user_id is not None:  # the user's forgotten items are not recommended back
+            allowed[self._forgotten_pairs(user_id)] = False
         profile = None if user_id is None else self._profile(user_id)
         result = self._from_history(items, k, allowed, profile, text)
         result.ignored_history = ignored
         return result
+
+    def _forgotten_pairs(self, user_id: str) -> np.ndarray:
+        """Service indices of the user's forgotten interactions (copied under the lock that
+        forget requests update them under)."""
+        with self._lock:
+            return np.array(sorted(self.masked_pairs.get(user_id, ())), dtype=np.int64)
 
     def _profile(self, user_id: str) -> str | None:
         """``user_id`` if its learned profile may be used (no forget request touched it)."""
@@ -606,28 +616,34 @@ def _more(n_bad: int) -> str:
     return f" (and {n_bad - 1} more)" if n_bad > 1 else ""
 
 
-def _load_run(run: Path) -> tuple[Recommender, pd.DataFrame | None]:
-    """A run directory's model and its items table (ids, titles, attributes) if present."""
+def _load_run(run: Path) -> tuple[Recommender, pd.DataFrame | None, list[str]]:
+    """A run directory's model, its items table (ids, titles, attributes) if present, and the
+    items an unlearning run forgot. The model of an unlearned run is served unwrapped: its
+    forgotten items join the service's item mask, which every path applies (the wrapper's
+    ``-inf`` scores would only reach the paths that score through it)."""
     from polyrec.experiment import ITEMS_FILE, MODEL_DIR
+    from polyrec.unlearn.base import unwrap
 
     model_dir = run / MODEL_DIR if (run / MODEL_DIR).is_dir() else run
     if not run.exists():
         raise PolyrecError(f"run directory {run} does not exist")
-    model = Recommender.load(model_dir)
+    model, blocked = unwrap(Recommender.load(model_dir))
+    assert model.item_ids is not None
+    forgotten = _str_ids(model.item_ids.external[blocked])
     items_path = run / ITEMS_FILE
-    return model, pd.read_parquet(items_path) if items_path.is_file() else None
+    return model, pd.read_parquet(items_path) if items_path.is_file() else None, forgotten
 
 
-def _catalogue(loaded: list[tuple[Recommender, pd.DataFrame | None]]) -> Catalogue:
+def _catalogue(loaded: list[tuple[Recommender, pd.DataFrame | None, list[str]]]) -> Catalogue:
     """Union of item ids (first model's order first); titles and attributes from items.parquet."""
     ids: dict[str, None] = {}
-    for model, _ in loaded:
+    for model, _, _ in loaded:
         assert model.item_ids is not None
         ids.update(dict.fromkeys(_str_ids(model.item_ids.external)))
     index = pd.Index(list(ids), dtype=object)
     titles = np.full(len(index), None, dtype=object)
     attributes = pd.DataFrame(index=range(len(index)))
-    for _, frame in loaded:
+    for _, frame, _ in loaded:
         if frame is None or "item" not in frame.columns:
             continue
         pos = index.get_indexer(_str_ids(frame["item"].to_numpy()))

@@ -1,7 +1,7 @@
 """Shared machinery of the unlearning methods.
 
 - :class:`Unlearned` wraps a model after a request that forgot items: those items score
-  ``-inf`` for everyone, so they are never recommended or retrieved.
+  ``-inf`` for everyone and as similar items, so they are never recommended or retrieved.
 - :func:`rebind` moves a trained model onto the retain set *in place*: the seen-item mask,
   the graph adjacency, feature buffers and the frozen item graph are rebuilt from the retain
   data (so no forgotten interaction or wiped feature row survives in any cache) while the
@@ -84,6 +84,12 @@ class Unlearned(Recommender):
     def _item_embeddings(self) -> torch.Tensor | None:
         assert self.inner is not None
         return self.inner._item_embeddings()
+
+    def _similar(self, items: np.ndarray) -> torch.Tensor:
+        assert self.inner is not None
+        scores = self.inner._similar(items).float().clone()
+        scores[:, torch.from_numpy(self.blocked)] = -torch.inf
+        return scores
 
     def _get_state(self) -> dict[str, Any]:
         assert self.inner is not None and self.inner.seen is not None
