@@ -134,6 +134,11 @@ def test_adhoc_history_filters_and_ignored_items(client):
     titles = [it["title"] for it in body["items"]]
     assert titles and all("fitness" in t for t in titles)
     assert not {"1", "2", "3"} & set(_items(body))
+    title = titles[0]
+    by_title = {"history": ["1"], "k": 5, "filters": {"attributes": {"title": title}}}
+    assert [
+        it["title"] for it in client.post("/recommendations", json=by_title).json()["items"]
+    ] == [title]
 
 
 def test_similar_items_equal_the_models(client, bpr_run):
@@ -230,6 +235,11 @@ def test_bad_inputs_get_4xx_and_lose_nothing(client):
         "/events", content=b"x" * (5 * 2**20), headers=AUTH | {"Content-Type": "application/json"}
     )
     assert huge.status_code == 413
+    chunks = (b"x" * 2**20 for _ in range(5))  # no Content-Length: counted as it streams
+    streamed = client.post(
+        "/events", content=chunks, headers=AUTH | {"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413 and "larger than" in streamed.json()["error"]
     assert store.count_events() == 3 and store.count_events(user_id="keep") == 3
 
 

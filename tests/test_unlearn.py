@@ -55,6 +55,9 @@ def test_request_validation_and_file_round_trip(train, tmp_path):
     path = tmp_path / "forget.json"
     path.write_text(json.dumps(req.to_dict()))
     assert ForgetRequest.from_file(path) == req
+    pairs = tmp_path / "forget.csv"
+    pairs.write_text("user,item\n7,0205616461\n")  # an ASIN: its leading zero is the id
+    assert ForgetRequest.from_file(pairs).interactions == (("7", "0205616461"),)
 
 
 def test_apply_request_splits_retain_and_forget(train):

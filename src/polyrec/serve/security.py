@@ -66,31 +66,32 @@ class BodySizeLimit:
                 await _too_large(send, self.max_bytes)
                 return
         received = 0
-        started = False
+        over = False  # the body passed the limit before the app answered
+        answered = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, over
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not answered:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    # the app gets an empty, final body instead of an exception, which
+                    # FastAPI's body reader would turn into its own 400
+                    over = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+        async def answering_send(message: Message) -> None:
+            nonlocal answered
+            if over and not answered:
+                answered = True
+                await _too_large(send, self.max_bytes)
+            if over:
+                return  # the app's answer to the emptied body is dropped
+            answered = answered or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _too_large(send, self.max_bytes)
-
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, limited_receive, answering_send)
 
 
 async def _too_large(send: Any, limit: int) -> None:

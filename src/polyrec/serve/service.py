@@ -155,10 +155,14 @@ class Catalogue:
         """Bool mask of items whose attributes equal all the given values."""
         keep = np.ones(len(self), bool)
         for name, value in attributes.items():
-            if name not in self.attributes.columns:
+            if name == "title":
+                column = pd.Series(self.titles, dtype=object)
+            elif name in self.attributes.columns:
+                column = self.attributes[name]
+            else:
                 known = ", ".join(["title", *self.attributes.columns])
                 raise PolyrecError(f"unknown item attribute {name!r}; items have: {known}")
-            keep &= self.attributes[name].astype(str).to_numpy() == value
+            keep &= column.astype(str).to_numpy() == value
         return keep
 
     def rows(self) -> list[dict[str, Any]]:
@@ -263,7 +267,8 @@ class RecService:
         self.store.upsert_items(self.catalogue.rows())
         for key in config.api_keys:
             self.store.add_api_key(key, "cli")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the masks
+        self._writes = threading.Lock()  # forget requests against event batches
         self.masked_items = np.zeros(len(self.catalogue), bool)
         for _, _, forgotten in loaded + ([ranker] if ranker is not None else []):
             self.masked_items[self.catalogue.index(forgotten)] = True
@@ -335,8 +340,9 @@ class RecService:
             if (idx < 0).any():
                 bad = [i for i, j in zip(item_ids, idx, strict=True) if j < 0]
                 raise PolyrecError(f"unknown item {bad[0]!r}" + _more(len(bad)))
-        record = self.store.forget(kind, user_id, list(dict.fromkeys(item_ids)))
-        self._apply_mask(record)
+        with self._writes:
+            record = self.store.forget(kind, user_id, list(dict.fromkeys(item_ids)))
+            self._apply_mask(record)
         self.jobs.submit(record.id)
         return record
 
@@ -347,10 +353,13 @@ class RecService:
         bad = np.flatnonzero(idx < 0)
         if len(bad):
             raise PolyrecError(f"unknown item {batch[bad[0]].item_id!r}" + _more(len(bad)))
-        gone = np.flatnonzero(self.masked_items[idx])
-        if len(gone):
-            raise PolyrecError(f"item {batch[gone[0]].item_id!r} was forgotten" + _more(len(gone)))
-        return self.store.add_events(batch)
+        with self._writes:  # a forget request cannot land between the check and the insert
+            gone = np.flatnonzero(self.masked_items[idx])
+            if len(gone):
+                raise PolyrecError(
+                    f"item {batch[gone[0]].item_id!r} was forgotten" + _more(len(gone))
+                )
+            return self.store.add_events(batch)
 
     # ------------------------------------------------------------------ recommend
     def allowed_items(

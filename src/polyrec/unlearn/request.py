@@ -49,7 +49,7 @@ class ForgetRequest:
         if not p.is_file():
             raise PolyrecError(f"forget file not found: {p}")
         if p.suffix.lower() == ".csv":
-            df = pd.read_csv(p)
+            df = pd.read_csv(p, dtype=str, keep_default_na=False)  # ids as written: 0205616461
             if not {"user", "item"} <= set(df.columns):
                 raise PolyrecError(f"{p}: a CSV forget file needs columns user,item")
             return cls(
