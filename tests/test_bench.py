@@ -339,6 +339,40 @@ def test_report_from_result_json_files(suite_dir: Path, tmp_path: Path) -> None:
     assert not any(t.title.startswith("Paired") for t in report.sections[0].tables)
 
 
+def test_report_keeps_other_data_and_split_fractions_apart(suite_dir: Path, tmp_path: Path) -> None:
+    """Runs are averaged and paired only on the same data split the same way."""
+    record = json.loads((suite_dir / "runs/synthetic/pop/seed-0/record.json").read_text())
+    variants = {
+        "other_fractions": ("split", {"split": "ratio", "test": 0.3, "valid": 0.1, "seed": 0}),
+        "other_data": ("fp", "0" * 16),
+    }
+    for name, (what, value) in variants.items():
+        changed = json.loads(json.dumps(record))
+        if what == "split":
+            changed["protocol"]["split"] = value
+        else:
+            changed["dataset_fingerprint"] = value
+        (tmp_path / f"{name}.json").write_text(json.dumps(changed))
+    paths = [suite_dir / "runs", tmp_path / "other_fractions.json", tmp_path / "other_data.json"]
+    report = build_report(paths, plots=False)
+    assert len(report.sections) == 3
+    assert sorted(len(s.models) for s in report.sections) == [1, 1, 3]
+    assert {s.protocol.get("split_test") for s in report.sections} == {0.2, 0.3}
+
+
+def test_report_names_the_bad_run_of_a_suite_summary(suite_dir: Path, tmp_path: Path) -> None:
+    summary = json.loads((suite_dir / "results" / "bench_tiny.json").read_text())
+    del summary["runs"][1]["record"]["metrics"]
+    bad = tmp_path / "bench_bad.json"
+    bad.write_text(json.dumps(summary))
+    with pytest.raises(PolyrecError, match=r"bench_bad\.json: runs\.1\.record: metrics: Field"):
+        build_report([bad], plots=False)
+    del summary["runs"][0]["record"]
+    bad.write_text(json.dumps(summary))
+    with pytest.raises(PolyrecError, match=r"bench_bad\.json: runs\.0: missing 'record'"):
+        build_report([bad], plots=False)
+
+
 def test_report_refuses_missing_runs(tmp_path: Path) -> None:
     with pytest.raises(PolyrecError, match=r"no record\.json found"):
         build_report([tmp_path])

@@ -165,6 +165,15 @@ def test_peer_numbers_equal_the_file(tmp_path: Path) -> None:
     assert len(table(report, "Runs in the file").rows) == 8
 
 
+def test_time_plot_skips_a_time_only_one_side_measured(tmp_path: Path) -> None:
+    data = peer_data()
+    pop = data["results"][1]
+    pop["polyrec"]["runs"][0]["timings"]["epoch_seconds"] = [0.01]
+    pop["recbole"]["runs"][0]["timings"]["epoch_seconds"] = []
+    report = build_report([write_peer_file(tmp_path, data)], plots=True)
+    assert any(f.name.endswith("-time") for f in report.sections[0].figures)
+
+
 def test_peer_report_html_and_markdown_through_the_cli(tmp_path: Path) -> None:
     import typer
 

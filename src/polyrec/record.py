@@ -102,12 +102,17 @@ class RunRecord(BaseModel):
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise PolyrecError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        return cls.parse(data, str(path))
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> RunRecord:
+        """A record from its JSON value; a bad field is one line naming ``where`` and the key."""
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             err = exc.errors()[0]
             key = ".".join(str(part) for part in err["loc"]) or "(root)"
-            raise PolyrecError(f"{path}: {key}: {err['msg']}") from None
+            raise PolyrecError(f"{where}: {key}: {err['msg']}") from None
 
 
 def peak_rss_mb() -> float:

@@ -544,21 +544,26 @@ def _peer_runs_table(peer: PeerFile, compared: list[PeerResult]) -> Table:
 # ---------------------------------------------------------------------- plots
 def _plot_times(slug: str, peer: PeerFile, compared: list[PeerResult]) -> Figure:
     name = PEER_NAMES.get(peer.peer, peer.peer)
+
+    def timed(r: PeerResult, key: str) -> bool:  # both sides measured this time
+        return (
+            r.ours is not None
+            and r.ours.medians()[key] is not None
+            and r.theirs.medians()[key] is not None
+        )
+
     panels = [
         (key, title)
         for key, title in (("epoch", "s / epoch"), ("fit", "fit s"), ("eval", "test eval s"))
-        if any(r.ours is not None and r.ours.medians()[key] is not None for r in compared)
+        if any(timed(r, key) for r in compared)
     ]
-    widths = [
-        1 + sum(r.ours is not None and r.ours.medians()[key] is not None for r in compared)
-        for key, _ in panels
-    ]
+    widths = [1 + sum(timed(r, key) for r in compared) for key, _ in panels]
     fig = _figure(1.0 + 0.9 * sum(widths), 2.8)
     # panel width follows its number of models, so that bars have one width everywhere
     axes = fig.subplots(1, len(panels), squeeze=False, gridspec_kw={"width_ratios": widths})[0]
     colors = _colors([OURS, name])
     for ax, (key, title) in zip(axes, panels, strict=True):
-        rows = [r for r in compared if r.ours is not None and r.ours.medians()[key] is not None]
+        rows = [r for r in compared if timed(r, key)]
         x = np.arange(len(rows))
         ours = [r.ours.medians()[key] for r in rows]  # type: ignore[union-attr]
         theirs = [r.theirs.medians()[key] for r in rows]  # type: ignore[union-attr]

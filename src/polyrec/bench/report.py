@@ -158,9 +158,13 @@ def _runs_from_json(path: Path) -> list[tuple[str, RunInfo]]:
         raise PolyrecError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
     if isinstance(data, dict) and data.get("benchmark") == "suite":
         out = []
-        for run in data.get("runs", []):
-            record = RunRecord.model_validate(run["record"])
-            out.append((run["run_id"], RunInfo(path, record, str(run["label"]))))
+        for i, run in enumerate(data.get("runs", [])):
+            try:
+                run_id, label, raw = str(run["run_id"]), str(run["label"]), run["record"]
+            except (KeyError, TypeError) as exc:
+                raise PolyrecError(f"{path}: runs.{i}: missing {exc}") from None
+            record = RunRecord.parse(raw, f"{path}: runs.{i}.record")
+            out.append((run_id, RunInfo(path, record, label)))
         return out
     return [("", RunInfo(path, RunRecord.load(path), path.stem))]
 
@@ -184,7 +188,11 @@ def build_report(
     runs = collect_runs([p for p in paths if p not in peer_paths])
     groups: dict[tuple[str, tuple[tuple[str, Any], ...]], list[RunInfo]] = {}
     for run in runs:
-        proto = run_protocol(run.record.model_dump())
+        proto: dict[str, Any] = run_protocol(run.record.model_dump())
+        # runs are only averaged and paired on the same data split the same way
+        proto.update(_split_options(run.record.protocol))
+        if run.record.dataset_fingerprint:
+            proto["data"] = run.record.dataset_fingerprint
         groups.setdefault((run.record.dataset, tuple(proto.items())), []).append(run)
     sections = []
     for (dataset, proto_items), members in sorted(groups.items(), key=lambda kv: kv[0][0]):
@@ -204,6 +212,14 @@ def build_report(
     return Report(
         title, now_utc(), sections, _runs_table(runs), peer_files=[str(p) for p in peer_paths]
     )
+
+
+def _split_options(protocol: dict[str, Any]) -> dict[str, Any]:
+    """The split's parameters (fractions, seed) from a record's protocol, as ``split_*``."""
+    split = protocol.get("split")
+    if not isinstance(split, dict):
+        return {}
+    return {f"split_{k}": split[k] for k in ("test", "valid", "seed") if k in split}
 
 
 def _fill_section(
@@ -233,7 +249,11 @@ def _fill_section(
         section.tables.append(beyond)
     section.tables.append(_cost_table(by_label))
     if plots:
-        slug = _slug(f"{section.dataset}-{section.protocol['split']}-{section.protocol['ranking']}")
+        proto = section.protocol
+        data = str(proto.get("data", ""))[:8]  # two sections of one dataset: distinct files
+        slug = _slug(
+            "-".join(filter(None, [section.dataset, proto["split"], proto["ranking"], data]))
+        )
         section.figures.append(_plot_metric_vs_k(slug, by_label, summaries, ks))
         curves = _plot_learning_curves(slug, by_label)
         if curves is not None:
