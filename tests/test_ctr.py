@@ -245,6 +245,22 @@ def test_readers(tmp_path: Path):
     assert read_tmall(tm, actions=[2]).n_items == 1
 
 
+def test_reader_errors_are_one_line_with_the_file_line(tmp_path: Path):
+    tb = tmp_path / "UserBehavior.csv"
+    tb.write_text("1,10,5,pv,100\n1,11,6,buy,90,extra\n")
+    with pytest.raises(PolyrecError, match=r"UserBehavior.csv:2: .*Expected 5 fields") as bad:
+        read_taobao_userbehavior(tb)
+    assert "\n" not in str(bad.value)
+    tm = tmp_path / "user_log_format1.csv"
+    header = "user_id,item_id,cat_id,seller_id,brand_id,time_stamp,action_type\n"
+    tm.write_text(header + "7,1,3,0,0,1111,1\n7,2,3,0,0,1111,0\n7,3,4,0,0,1399,0\n")
+    with pytest.raises(PolyrecError, match=r"user_log_format1.csv:4: time_stamp 1399 is not"):
+        read_tmall(tm, actions=[0])
+    tm.write_text(header + "7,1,3,0,0,1111,0\n7,2,3,0,0,,0\n")
+    with pytest.raises(PolyrecError, match=r"user_log_format1.csv:3: time_stamp is missing"):
+        read_tmall(tm)
+
+
 def test_from_dataset_uses_category_column():
     ds = make_synthetic(20, 50, 800, reviews=False, min_history=25, seed=0)
     log = BehaviorLog.from_dataset(ds, "category")

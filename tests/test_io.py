@@ -364,6 +364,12 @@ def test_read_table_errors_name_file_and_line(tmp_path):
     write(tmp_path / "r.csv", "u,i,r\n1,2,3\n1,3,bad\n")
     with pytest.raises(PolyrecError, match=r"r.csv:3: r 'bad' is not a number"):
         read_table(path, {"user": "u", "item": "i", "rating": "r"})
+    write(tmp_path / "r.csv", "u,i,t\n1,2,1\n1,3,notadate\n1,4,5\n")  # numbers, one bad
+    with pytest.raises(PolyrecError, match=r"r.csv:3: t 'notadate' is not a number$"):
+        read_table(path, {"user": "u", "item": "i", "timestamp": "t"})
+    write(tmp_path / "r.csv", "u,i,t\n1,2,2020-01-01\n1,3,1001-06-01\n")  # before 1678
+    early = read_table(path, {"user": "u", "item": "i", "timestamp": "t"}).timestamps
+    assert early.tolist() == [1577836800.0, -30565641600.0]
     write(tmp_path / "r.csv", "u,i,r\n1,2,3\n,3,3\n")
     with pytest.raises(PolyrecError, match=r"r.csv:3: missing u"):
         read_table(path, {"user": "u", "item": "i"})

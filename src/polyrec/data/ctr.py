@@ -35,6 +35,7 @@ from pydantic import Field, model_validator
 
 from polyrec.config import StrictModel
 from polyrec.data.dataset import Dataset
+from polyrec.data.io import parser_error
 from polyrec.data.sampling import PopularityNegativeSampler
 from polyrec.errors import PolyrecError
 
@@ -165,7 +166,7 @@ def read_taobao_userbehavior(
     try:
         df = pd.read_csv(p, header=None, names=names, nrows=nrows, engine="c")
     except (pd.errors.ParserError, ValueError) as exc:
-        raise PolyrecError(f"{p}: not a UserBehavior CSV ({exc})") from None
+        raise parser_error(p, exc) from None
     if df.isna().any().any():
         row = int(np.flatnonzero(df.isna().any(axis=1).to_numpy())[0])
         raise PolyrecError(f"{p}:{row + 1}: expected 5 fields user,item,category,behavior,ts")
@@ -207,16 +208,20 @@ def read_tmall(
     try:
         df = pd.read_csv(p, usecols=cols, nrows=nrows, engine="c")
     except (pd.errors.ParserError, ValueError) as exc:
-        raise PolyrecError(f"{p}: not a Tmall user_log CSV ({exc})") from None
+        raise parser_error(p, exc) from None
     if actions is not None:
         df = df[df["action_type"].isin(list(actions))]
-    mmdd = df["time_stamp"].to_numpy(np.int64)
+    stamp = pd.to_numeric(df["time_stamp"], errors="coerce")
+    mmdd = stamp.fillna(0).to_numpy(np.int64)
     days = pd.to_datetime(
         pd.DataFrame({"year": year, "month": mmdd // 100, "day": mmdd % 100}), errors="coerce"
     )
     if days.isna().any():
         row = int(np.flatnonzero(days.isna().to_numpy())[0])
-        raise PolyrecError(f"{p}: row {row + 1}: time_stamp {mmdd[row]} is not a valid mmdd")
+        line = int(df.index[row]) + 2  # the header is line 1
+        raw = df["time_stamp"].iloc[row]
+        problem = "is missing" if pd.isna(raw) else f"{raw} is not a valid mmdd"
+        raise PolyrecError(f"{p}:{line}: time_stamp {problem}")
     day_s = days.to_numpy().astype("datetime64[s]").astype(np.float64)
     users = df["user_id"].to_numpy()
     order = np.lexsort((np.arange(len(df)), day_s, users))

@@ -175,7 +175,7 @@ class Dataset:
         item_ext = pd.Index(pd.unique(df[item]))
         if item_data is not None:
             item_ext = item_ext.union(item_data.index, sort=False)
-        item_ext = item_ext.sort_values() if _sortable(item_ext) else item_ext
+        item_ext = sorted_ids(item_ext)
         i_codes = item_ext.get_indexer(df[item])
         user_ext = pd.Index(u_uniques)
         if user_data is not None:
@@ -298,9 +298,7 @@ class Dataset:
         that number each user's events 0, 1, 2, ... (what the sequence-file readers write)."""
         if self.timestamps is None:
             return True
-        seq = self.sequences
-        starts = np.repeat(seq.indptr[:-1], np.diff(seq.indptr))
-        return bool(np.array_equal(seq.timestamps, np.arange(len(self)) - starts))
+        return bool(np.array_equal(self.timestamps, rank_within(self.users, self.timestamps)))
 
     @cached_property
     def item_popularity(self) -> np.ndarray:
@@ -393,12 +391,26 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _sortable(index: pd.Index) -> bool:
+def sorted_ids(index: pd.Index) -> pd.Index:
+    """``index`` sorted when its ids are comparable (mixed types keep their order)."""
     try:
-        index.sort_values()
+        return index.sort_values()
     except TypeError:
-        return False
-    return True
+        return index
+
+
+def rank_within(groups: np.ndarray, key: np.ndarray | None = None) -> np.ndarray:
+    """Position of each element among the elements of its group, ordered by ``key`` (ties,
+    and no ``key``: array order)."""
+    keys = (np.arange(len(groups)),) + (() if key is None else (key,)) + (groups,)
+    order = np.lexsort(keys)
+    ordered = groups[order]
+    new = np.ones(len(order), bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    start = np.maximum.accumulate(np.where(new, np.arange(len(order)), 0))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order)) - start
+    return rank
 
 
 def _align(frame: pd.DataFrame | None, ids: IdMap) -> pd.DataFrame | None:

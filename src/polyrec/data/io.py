@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from polyrec.data.dataset import Dataset, IdMap
+from polyrec.data.dataset import Dataset, IdMap, rank_within, sorted_ids
 from polyrec.errors import PolyrecError
 
 __all__ = [
@@ -360,7 +360,7 @@ def read_sequences(path: str | Path) -> Dataset:
     p = Path(path)
     heads, owner, tails = _int_lines(p)
     users = heads[owner]
-    return _build(users, tails, timestamps=_rank_in_group(users), all_users=heads, name=p.stem)
+    return _build(users, tails, timestamps=rank_within(users), all_users=heads, name=p.stem)
 
 
 # ---------------------------------------------------------------------------------- LC-Rec
@@ -527,7 +527,7 @@ def read_table(
             _check_columns(p, wanted, available)
             df = pd.read_csv(p, sep=sep, dtype=ids, engine="c")  # no usecols: hides ragged rows
         except pd.errors.ParserError as exc:
-            raise _parser_error(p, exc) from None
+            raise parser_error(p, exc) from None
     frame = pd.DataFrame({ours: df[theirs] for ours, theirs in columns.items()})
 
     def where(row: int) -> str:
@@ -571,7 +571,7 @@ def read_item_table(path: str | Path, id_column: str, *, sep: str = "\t") -> pd.
     try:
         df = pd.read_csv(p, sep=sep, dtype={id_column: str}, keep_default_na=False, na_values=[""])
     except pd.errors.ParserError as exc:
-        raise _parser_error(p, exc) from None
+        raise parser_error(p, exc) from None
     _check_columns(p, [id_column], list(df.columns))
     ids = df.pop(id_column)
     if ids.isna().any():
@@ -676,17 +676,6 @@ def _int_lines(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     first = np.concatenate([[True], line[1:] != line[:-1]])
     owner = np.cumsum(first) - 1
     return values[first], owner[~first], values[~first]
-
-
-def _rank_in_group(keys: np.ndarray) -> np.ndarray:
-    """Position of each element among the elements with the same key, in array order."""
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    new = np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])
-    group_start = np.maximum.accumulate(np.where(new, np.arange(len(keys)), 0))
-    rank = np.empty(len(keys), np.int64)
-    rank[order] = np.arange(len(keys)) - group_start
-    return rank
 
 
 def _read_delimited(
@@ -806,11 +795,7 @@ def _as_ids(*columns: pd.Series | None) -> tuple[np.ndarray, ...]:
 
 def _sorted_index(values: np.ndarray) -> pd.Index:
     """Unique values, sorted when comparable."""
-    index = pd.Index(pd.unique(values))
-    try:
-        return index.sort_values()
-    except TypeError:
-        return index
+    return sorted_ids(pd.Index(pd.unique(values)))
 
 
 def _build(
@@ -882,7 +867,7 @@ def _check_utf8(path: Path, data: bytes) -> None:
         raise PolyrecError(f"{path}:{line}: not UTF-8 text") from None
 
 
-def _parser_error(path: Path, exc: Exception) -> PolyrecError:
+def parser_error(path: Path, exc: Exception) -> PolyrecError:
     """A pandas parser error as ``file:line: message`` (the line when pandas names one)."""
     message = str(exc).strip().splitlines()[-1]
     found = re.search(r"line (\d+)", message)
@@ -915,9 +900,25 @@ def _to_seconds(raw: pd.Series, column: str, where: Any) -> np.ndarray:
             raise PolyrecError(f"{where(int(np.argmax(np.isnan(values))))}: {column} is missing")
         return values
     else:
-        dt = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
+        numbers = pd.to_numeric(raw, errors="coerce")
+        if numbers.notna().mean() > 0.5:  # numbers with a bad cell, not dates
+            row = int(np.argmax(numbers.isna().to_numpy()))
+            raise PolyrecError(f"{where(row)}: {column} {raw.iloc[row]!r} is not a number")
+        try:
+            dt = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
+        except (pd.errors.OutOfBoundsDatetime, OverflowError):  # e.g. "1001" read as a year
+            row = next(i for i, v in enumerate(raw) if not _is_date(v))
+            raise PolyrecError(f"{where(row)}: {column} {raw.iloc[row]!r} is not a date") from None
     bad = dt.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
         raise PolyrecError(f"{where(row)}: {column} {raw.iloc[row]!r} is not a number or date")
-    return ((dt - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(np.float64)
+    # microseconds: nanoseconds overflow before 1678 and after 2261
+    return dt.dt.as_unit("us").astype("int64").to_numpy(np.float64) / 1e6
+
+
+def _is_date(value: Any) -> bool:
+    try:
+        return not pd.isna(pd.to_datetime(value, utc=True))
+    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        return False

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from polyrec.config import StrictModel
-from polyrec.data.dataset import Dataset
+from polyrec.data.dataset import Dataset, rank_within
 from polyrec.errors import PolyrecError
 
 
@@ -44,17 +44,6 @@ class SplitConfig(StrictModel):
     seed: int = 0
 
 
-def _rank_within_user(users: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Position of each interaction within its user when ordered by ``key`` (ties: original
-    position), and the user's interaction count."""
-    order = np.lexsort((np.arange(len(users)), key, users))
-    counts = np.bincount(users)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(len(users), np.int64)
-    rank[order] = np.arange(len(users)) - np.repeat(starts, counts)
-    return rank, counts[users]
-
-
 def leave_one_out(ds: Dataset, *, valid: bool = True) -> Split:
     """Last interaction per user -> test, second-last -> valid, the rest -> train.
 
@@ -62,8 +51,8 @@ def leave_one_out(ds: Dataset, *, valid: bool = True) -> Split:
     interactions to hold anything out (fewer than 3 with ``valid``, fewer than 2 without) stay
     entirely in training; their number is reported as ``protocol["users_train_only"]``.
     """
-    key = ds.timestamps if ds.timestamps is not None else np.zeros(len(ds))
-    rank, count = _rank_within_user(ds.users, key)
+    rank = rank_within(ds.users, ds.timestamps)
+    count = np.bincount(ds.users)[ds.users]
     need = 3 if valid else 2
     eligible = count >= need
     is_test = eligible & (rank == count - 1)
@@ -82,7 +71,8 @@ def ratio_split(ds: Dataset, *, test: float = 0.2, valid: float = 0.0, seed: int
     to valid, the rest (at least one) to train. Seeded; the NGCF/LightGCN 80/20 protocol."""
     _check_fractions(test, valid)
     rng = np.random.default_rng(seed)
-    rank, count = _rank_within_user(ds.users, rng.random(len(ds)))
+    rank = rank_within(ds.users, rng.random(len(ds)))
+    count = np.bincount(ds.users)[ds.users]
     n_test = np.minimum(np.rint(count * test), count - 1)
     n_valid = np.minimum(np.rint(count * valid), count - 1 - n_test)
     is_test = rank >= count - n_test
