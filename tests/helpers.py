@@ -125,3 +125,4 @@ class ServeClients:
         """Shut every opened client down (lifespan exit: job threads, store)."""
         for client in self.clients:
             client.__exit__(None, None, None)
+        self.clients.clear()

@@ -351,23 +351,77 @@ def test_an_unlearned_run_serves_without_its_forgotten_items(make_client, data, 
     assert not {0, 1, 2} & set(sim)
 
 
-def test_unlearner_hook_runs_as_a_job(make_client):
+def test_unlearner_hook_runs_as_a_job_and_swaps_the_models(make_client, ease_run):
     calls = []
 
-    def unlearner(record):
-        calls.append(record)
+    def unlearner(record, upto):
+        calls.append((record.id, [r.id for r in upto]))
         if record.kind == "items":
             raise RuntimeError("boom")
-        return "retrained"
+        return [ease_run]
 
     client = make_client(unlearner=unlearner)
+    assert _service(client).describe()["models"][0]["name"].startswith("bpr:")
     ok = client.post("/forget", json={"kind": "user", "user_id": "1"}, headers=AUTH).json()
     bad = client.post("/forget", json={"kind": "items", "item_ids": ["2"]}, headers=AUTH).json()
     _service(client).jobs.wait()
-    assert [c.id for c in calls] == [ok["request_id"], bad["request_id"]]
-    assert client.get(f"/forget/{ok['request_id']}", headers=AUTH).json()["status"] == "unlearned"
-    failed = client.get(f"/forget/{bad['request_id']}", headers=AUTH).json()
+    first, second = ok["request_id"], bad["request_id"]
+    assert calls == [(first, [first]), (second, [first, second])]
+    done = client.get(f"/forget/{first}", headers=AUTH).json()
+    assert done["status"] == "unlearned" and done["message"] == f"serving {ease_run}"
+    assert client.get("/health").json()["models"][0]["name"].startswith("ease:")
+    failed = client.get(f"/forget/{second}", headers=AUTH).json()
     assert failed["status"] == "failed" and "boom" in failed["message"]
+    # the swap rebuilt the masks from every request: both still hold on the new model
+    rec = _items(client.get("/recommendations/3", params={"k": 40}).json())
+    assert "2" not in rec
+    assert client.get("/recommendations/1").json()["source"] == "popularity"
+
+
+def test_serve_unlearn_retrains_the_served_run_cumulatively(tmp_path, db_url):
+    """--unlearn retrain: a forget request reaches the served model (retrained on the data
+    less every request so far), and a restart serves the latest unlearned run at once."""
+    from polyrec.experiment import run_experiment
+    from polyrec.serve.unlearning import RunUnlearner
+
+    options = {"n_users": 60, "n_items": 40, "n_interactions": 700}
+    run = tmp_path / "bpr"
+    overrides = {"dataset_options": options, "epochs": 2, "factors": 8}
+    run_experiment("bpr", "synthetic", overrides=overrides, out_dir=run, progress=False)
+    clients = ServeClients(tmp_path, KEY)
+    unlearner = RunUnlearner([run], "retrain", tmp_path / "unlearned")
+
+    def trained(service, user=None, item=None) -> int:  # training interactions served
+        m = service.models[0]
+        seen = m.model.seen
+        if user is not None:
+            return seen[m.users[user]].nnz
+        return seen[:, int(m.from_service[service.catalogue.index([item])[0]])].nnz
+
+    try:
+        client = clients([run], db=db_url, unlearner=unlearner)
+        service = _service(client)
+        item = str(service.models[0].model.item_ids.external[0])
+        assert trained(service, user="3") > 0 and trained(service, item=item) > 0
+        first = client.post("/forget", json={"kind": "user", "user_id": "3"}, headers=AUTH)
+        service.jobs.wait()
+        done = client.get(f"/forget/{first.json()['request_id']}", headers=AUTH).json()
+        assert done["status"] == "unlearned", done
+        assert trained(service, user="3") == 0  # retrained without user 3
+        second = client.post("/forget", json={"kind": "items", "item_ids": [item]}, headers=AUTH)
+        service.jobs.wait()
+        assert trained(service, item=item) == 0
+        assert trained(service, user="3") == 0  # the first request still holds
+        assert item not in _items(client.get("/recommendations/5", params={"k": 40}).json())
+        latest = tmp_path / "unlearned" / second.json()["request_id"] / f"0-{run.name}"
+        assert service.models[0].name == f"bpr:{latest.name}" and latest.is_dir()
+        clients.close()
+        restarted = _service(clients([run], db=db_url, unlearner=unlearner))
+        restarted.jobs.wait()
+        assert restarted.models[0].name == f"bpr:{latest.name}"
+        assert trained(restarted, item=item) == 0 and trained(restarted, user="3") == 0
+    finally:
+        clients.close()
 
 
 # ---------------------------------------------------------------------- retrieval

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from polyrec.bench.cli import bench, report
+from polyrec.cli_options import DataDir
 from polyrec.errors import PolyrecError
 from polyrec.models.ranking.cli import ctr_app
 from polyrec.serve.cli import serve
@@ -42,15 +43,6 @@ app = typer.Typer(
 datasets_app = typer.Typer(rich_markup_mode="markdown")
 app.add_typer(datasets_app, name="datasets")
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="POLYREC_DATA_DIR",
-        help="Folder holding the dataset files (else the user cache, else a download).",
-        show_default=False,
-    ),
-]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from polyrec.cli_options import DataDir
 from polyrec.errors import PolyrecError
 
 
@@ -28,15 +29,7 @@ def bench(
             "preference-discerning benchmark."
         ),
     ],
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            envvar="POLYREC_DATA_DIR",
-            help="Folder holding the dataset files.",
-            show_default=False,
-        ),
-    ] = None,
+    data_dir: DataDir = None,
     workers: Annotated[
         int, typer.Option(help="Runs at once, each in its own process (default 1).")
     ] = 1,

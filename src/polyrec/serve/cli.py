@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from polyrec.cli_options import DataDir
+
 
 def serve(
     runs: Annotated[
@@ -67,6 +69,20 @@ def serve(
         ),
     ] = None,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted.")] = 4.0,
+    unlearn: Annotated[
+        str | None,
+        typer.Option(
+            help="Unlearn each forget request from the served models with this method "
+            "(retrain, finetune, sisa or mmrecun; the runs' training data must be reachable, "
+            "see --data-dir) and serve the result. Default: the store forgets and serving "
+            "masks the data at once, the models stay as trained.",
+            show_default=False,
+        ),
+    ] = None,
+    unlearn_dir: Annotated[
+        Path, typer.Option(help="Where --unlearn writes the unlearned runs.")
+    ] = Path("polyrec-unlearned"),
+    data_dir: DataDir = None,
 ) -> None:
     """Serve recommendations, events and forget requests over HTTP, with a web page at /.
 
@@ -77,6 +93,7 @@ def serve(
 
         polyrec serve runs/bpr --api-key "$(openssl rand -hex 24)"
         polyrec serve runs/bpr runs/ease --db postgresql+psycopg://rec@localhost/rec --port 9000
+        polyrec serve runs/bpr --unlearn retrain --data-dir ~/data
     """
     import torch
     import uvicorn
@@ -103,7 +120,12 @@ def serve(
         cors_origins=cors_origin or [],
         max_body_bytes=int(max_body_mb * 2**20),
     )
-    app = create_app(config)
+    unlearner = None
+    if unlearn is not None:
+        from polyrec.serve.unlearning import RunUnlearner
+
+        unlearner = RunUnlearner(runs, unlearn, unlearn_dir, data_dir=data_dir)
+    app = create_app(config, unlearner=unlearner)
     if not keys and app.state.service.store.count_api_keys() == 0:
         typer.echo(
             "warning: no API key configured: writes and forget requests are refused", err=True

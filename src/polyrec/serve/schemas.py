@@ -138,9 +138,10 @@ class ForgetRequest(Strict):
 class ForgetStatus(BaseModel):
     """A forget request: data removed at once, masked at once, model unlearning as a job.
 
-    ``status``: ``scheduled`` -> ``running`` -> ``unlearned`` (an unlearner updated the
-    models), ``masked`` (no unlearner configured: removed and masked, models unchanged), or
-    ``failed`` (the unlearner raised; the data stays removed and masked).
+    ``status``: ``scheduled`` -> ``running`` -> ``unlearned`` (the unlearner's models are
+    served; ``message`` names their runs), ``masked`` (no unlearner configured: removed and
+    masked, models unchanged), or ``failed`` (the unlearner raised; the data stays removed
+    and masked).
     """
 
     request_id: str

@@ -13,8 +13,10 @@ Masks are what makes a forget request take effect at once, before any model is u
   was fitted on the forgotten data; the forgotten items are not recommended back to them.
 
 Masks are rebuilt from the store's forget requests at start, so a restart never un-masks.
-Unlearning the models themselves is delegated to an ``unlearner`` callable run by a background
-job (see :class:`ForgetJobs`); without one, a request ends in status ``masked``.
+Unlearning the models themselves is delegated to an ``unlearner`` (:data:`Unlearner`; ``polyrec
+serve --unlearn METHOD`` uses :class:`~polyrec.serve.unlearning.RunUnlearner`) run by a
+background job (:class:`ForgetJobs`): the runs it returns are served in place of the loaded
+ones, with the masks rebuilt over them. Without one, a request ends in status ``masked``.
 
 Request text (``POST /recommendations``) goes to the models whose retriever conditions on it
 (:attr:`Retriever.text_fields`): a ``preference`` to preference-aware models (Mender), which
@@ -62,9 +64,12 @@ from polyrec.serve.store import DEFAULT_DB, Event, ForgetRecord, Store
 
 log = logging.getLogger("polyrec.serve")
 
-Unlearner = Callable[[ForgetRecord], str]
-"""Runs model unlearning for one forget request and returns a one-line summary; raising
-marks the request ``failed``. Called from the job thread, never from a request."""
+Unlearner = Callable[[ForgetRecord, Sequence[ForgetRecord]], Sequence[Path]]
+"""Unlearns the served models for one forget request: called with the request and every
+request up to it (oldest first), it returns the run directories to serve from then on, one
+per served run in the order of ``ServeConfig.runs``; the service swaps them in and the request
+ends ``unlearned``. Raising marks the request ``failed``. Called from the job thread, never
+from a request (:class:`polyrec.serve.unlearning.RunUnlearner` is the built-in one)."""
 
 MASK_ONLY_MESSAGE = (
     "no unlearner configured: the data was removed from the store and is masked from serving; "
@@ -174,29 +179,96 @@ class Catalogue:
         ]
 
 
+@dataclass
+class Masks:
+    """What forget requests and unlearned runs keep out of serving (module docstring), with
+    the popularity fallback's counts less the forgotten training interactions. Built whole
+    and swapped in one assignment, so that no request sees a half-built state."""
+
+    items: np.ndarray  # service item -> never served
+    popularity: np.ndarray  # training counts of the first model, service item space
+    users: set[str] = field(default_factory=set)  # served as new users
+    pairs: dict[str, set[int]] = field(default_factory=dict)  # user -> forgotten items
+
+    @classmethod
+    def build(
+        cls,
+        catalogue: Catalogue,
+        first: LoadedModel,
+        forgotten_items: Sequence[str],
+        requests: Sequence[ForgetRecord],
+    ) -> Masks:
+        """Masks of ``requests`` over models whose runs forgot ``forgotten_items``."""
+        items = np.zeros(len(catalogue), bool)
+        items[catalogue.index(forgotten_items)] = True
+        assert first.model.seen is not None
+        counts = np.asarray(first.model.seen.sum(axis=0)).ravel().astype(np.float64)
+        popularity = np.zeros(len(catalogue))
+        popularity[first.to_service] = counts
+        masks = cls(items, popularity)
+        for record in requests:
+            masks.apply(record, catalogue, first)
+        return masks
+
+    def apply(self, record: ForgetRecord, catalogue: Catalogue, first: LoadedModel) -> None:
+        """Make a forget request take effect (idempotent)."""
+        items = catalogue.index(record.item_ids)
+        items = items[items >= 0]
+        if record.kind == "items":
+            self.items[items] = True
+            return
+        assert record.user_id is not None
+        user = first.user_index(record.user_id)
+        if record.kind == "user":
+            if record.user_id not in self.users and user is not None:
+                self._discount(first, first.seen_items(user))
+            self.users.add(record.user_id)
+            self.pairs.pop(record.user_id, None)
+            return
+        pairs = self.pairs.setdefault(record.user_id, set())
+        fresh = np.array(sorted(set(items.tolist()) - pairs), dtype=np.int64)
+        pairs.update(fresh.tolist())
+        if user is not None and record.user_id not in self.users and len(fresh):
+            trained = first.to_service[first.seen_items(user)]
+            self._discount(first, first.from_service[np.intersect1d(trained, fresh)])
+
+    def _discount(self, first: LoadedModel, model_items: np.ndarray) -> None:
+        """Remove a user's forgotten training interactions from the popularity counts."""
+        model_items = np.unique(model_items[model_items >= 0])
+        np.subtract.at(self.popularity, first.to_service[model_items], 1.0)
+
+
 class ForgetJobs:
     """A background thread that runs the unlearning job of each forget request in order.
 
     Jobs are durable: a request is stored as ``scheduled`` before it is queued, and requests
     still ``scheduled`` or ``running`` when the service stopped are queued again at start.
+    With an unlearner, the models of the latest ``unlearned`` request are also served again
+    at start (the unlearner finds its earlier output), since a restart loads the original runs.
     """
 
-    def __init__(self, store: Store, unlearner: Unlearner | None) -> None:
-        self.store, self.unlearner = store, unlearner
-        self._queue: queue.Queue[str | None] = queue.Queue()
+    def __init__(
+        self, store: Store, unlearner: Unlearner | None, serve: Callable[[Sequence[Path]], None]
+    ) -> None:
+        self.store, self.unlearner, self.serve = store, unlearner, serve
+        self._queue: queue.Queue[tuple[str, bool] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Queue unfinished requests and start the worker."""
-        for record in self.store.forget_requests():
+        records = self.store.forget_requests()
+        done = [r for r in records if r.status == "unlearned"]
+        if self.unlearner is not None and done:
+            self._queue.put((done[-1].id, True))
+        for record in records:
             if record.status in ("scheduled", "running"):
-                self._queue.put(record.id)
+                self._queue.put((record.id, False))
         self._thread = threading.Thread(target=self._work, name="polyrec-forget", daemon=True)
         self._thread.start()
 
     def submit(self, request_id: str) -> None:
         """Queue the job of a stored request."""
-        self._queue.put(request_id)
+        self._queue.put((request_id, False))
 
     def wait(self) -> None:
         """Block until every queued job has finished."""
@@ -211,29 +283,35 @@ class ForgetJobs:
 
     def _work(self) -> None:
         while True:
-            request_id = self._queue.get()
+            job = self._queue.get()
             try:
-                if request_id is None:
+                if job is None:
                     return
-                self._run(request_id)
+                self._run(*job)
             finally:
                 self._queue.task_done()
 
-    def _run(self, request_id: str) -> None:
+    def _run(self, request_id: str, again: bool) -> None:
         record = self.store.forget_request(request_id)
-        if record is None or record.status not in ("scheduled", "running"):
+        wanted = ("unlearned",) if again else ("scheduled", "running")
+        if record is None or record.status not in wanted:
             return
         if self.unlearner is None:
             self.store.set_forget_status(request_id, "masked", MASK_ONLY_MESSAGE)
             return
-        self.store.set_forget_status(request_id, "running", "")
+        if not again:
+            self.store.set_forget_status(request_id, "running", "")
         try:
-            message = self.unlearner(record)
+            records = self.store.forget_requests()
+            upto = records[: [r.id for r in records].index(request_id) + 1]
+            runs = list(self.unlearner(record, upto))
+            self.serve(runs)
         except Exception as exc:  # any unlearner failure must end the job, not the thread
             log.exception("unlearning failed for forget request %s", request_id)
             self.store.set_forget_status(request_id, "failed", f"{type(exc).__name__}: {exc}")
         else:
-            self.store.set_forget_status(request_id, "unlearned", str(message))
+            serving = ", ".join(str(r) for r in runs)
+            self.store.set_forget_status(request_id, "unlearned", f"serving {serving}")
 
 
 class RecService:
@@ -267,17 +345,16 @@ class RecService:
         self.store.upsert_items(self.catalogue.rows())
         for key in config.api_keys:
             self.store.add_api_key(key, "cli")
-        self._lock = threading.Lock()  # the masks
-        self._writes = threading.Lock()  # forget requests against event batches
-        self.masked_items = np.zeros(len(self.catalogue), bool)
-        for _, _, forgotten in loaded + ([ranker] if ranker is not None else []):
-            self.masked_items[self.catalogue.index(forgotten)] = True
-        self.masked_users: set[str] = set()
-        self.masked_pairs: dict[str, set[int]] = {}
-        self.popularity = self._popularity()
-        for record in self.store.forget_requests():
-            self._apply_mask(record)
-        self.jobs = ForgetJobs(self.store, unlearner)
+        self._lock = threading.Lock()  # updates of the masks
+        self._writes = threading.Lock()  # forget requests against event batches and swaps
+        self._ranker_forgot = [] if ranker is None else ranker[2]
+        self.masks = Masks.build(
+            self.catalogue,
+            self.models[0],
+            [i for _, _, forgot in loaded for i in forgot] + self._ranker_forgot,
+            self.store.forget_requests(),
+        )
+        self.jobs = ForgetJobs(self.store, unlearner, self.serve_runs)
 
     # ------------------------------------------------------------------ loading
     def _attach(self, run: Path, model: Recommender, retriever: Retriever) -> LoadedModel:
@@ -294,44 +371,34 @@ class RecService:
             from_service=from_service,
         )
 
-    def _popularity(self) -> np.ndarray:
-        """Training interaction counts of the first model, in service item space."""
-        first = self.models[0]
-        assert first.model.seen is not None
-        counts = np.asarray(first.model.seen.sum(axis=0)).ravel().astype(np.float64)
-        out = np.zeros(len(self.catalogue))
-        out[first.to_service] = counts
-        return out
+    def serve_runs(self, runs: Sequence[Path]) -> None:
+        """Serve ``runs`` (an unlearner's output: one per served run, in order) instead of
+        the served models; the masks are rebuilt from every forget request over them."""
+        if len(runs) != len(self.models):
+            raise PolyrecError(f"got {len(runs)} runs to serve in place of {len(self.models)}")
+        loaded = [_load_run(Path(r)) for r in runs]
+        for run, (model, _, _) in zip(runs, loaded, strict=True):
+            assert model.item_ids is not None
+            ids = _str_ids(model.item_ids.external)
+            new = np.flatnonzero(self.catalogue.index(ids) < 0)
+            if len(new):
+                raise PolyrecError(f"{run}: item {ids[new[0]]!r} is not in the served catalogue")
+        opts = dict(self.config.index_options, ann_threshold=self.config.ann_threshold)
+        models = [
+            self._attach(Path(run), m, build_retriever(m, self.config.index, **opts))
+            for run, (m, _, _) in zip(runs, loaded, strict=True)
+        ]
+        forgot = [i for _, _, f in loaded for i in f] + self._ranker_forgot
+        with self._writes:  # no forget request lands between the replay and the swap
+            masks = Masks.build(self.catalogue, models[0], forgot, self.store.forget_requests())
+            with self._lock:
+                self.models, self.masks = models, masks
 
     # ------------------------------------------------------------------ masks
     def _apply_mask(self, record: ForgetRecord) -> None:
         """Make a forget request take effect in serving (idempotent)."""
         with self._lock:
-            items = self.catalogue.index(record.item_ids)
-            items = items[items >= 0]
-            if record.kind == "items":
-                self.masked_items[items] = True
-                return
-            assert record.user_id is not None
-            first = self.models[0]
-            user = first.user_index(record.user_id)
-            if record.kind == "user":
-                if record.user_id not in self.masked_users and user is not None:
-                    self._discount(first, user, first.seen_items(user))
-                self.masked_users.add(record.user_id)
-                self.masked_pairs.pop(record.user_id, None)
-                return
-            pairs = self.masked_pairs.setdefault(record.user_id, set())
-            fresh = np.array(sorted(set(items.tolist()) - pairs), dtype=np.int64)
-            pairs.update(fresh.tolist())
-            if user is not None and record.user_id not in self.masked_users and len(fresh):
-                trained = first.to_service[first.seen_items(user)]
-                self._discount(first, user, first.from_service[np.intersect1d(trained, fresh)])
-
-    def _discount(self, first: LoadedModel, user: int, model_items: np.ndarray) -> None:
-        """Remove a user's forgotten training interactions from the popularity counts."""
-        model_items = np.unique(model_items[model_items >= 0])
-        np.subtract.at(self.popularity, first.to_service[model_items], 1.0)
+            self.masks.apply(record, self.catalogue, self.models[0])
 
     def forget(self, kind: str, user_id: str | None, item_ids: Sequence[str]) -> ForgetRecord:
         """Delete the data from the store, mask it from serving, schedule unlearning."""
@@ -354,7 +421,7 @@ class RecService:
         if len(bad):
             raise PolyrecError(f"unknown item {batch[bad[0]].item_id!r}" + _more(len(bad)))
         with self._writes:  # a forget request cannot land between the check and the insert
-            gone = np.flatnonzero(self.masked_items[idx])
+            gone = np.flatnonzero(self.masks.items[idx])
             if len(gone):
                 raise PolyrecError(
                     f"item {batch[gone[0]].item_id!r} was forgotten" + _more(len(gone))
@@ -366,7 +433,7 @@ class RecService:
         self, exclude: Sequence[str] = (), attributes: dict[str, str] | None = None
     ) -> np.ndarray:
         """Service-space allow mask: not forgotten, not excluded, matching the attributes."""
-        allowed = ~self.masked_items
+        allowed = ~self.masks.items
         if attributes:
             allowed &= self.catalogue.matching(attributes)
         idx = self.catalogue.index(exclude)
@@ -387,8 +454,8 @@ class RecService:
         ``text`` conditions the models that read it (module docstring)."""
         allowed = self.allowed_items(exclude, attributes)
         stored = self.catalogue.index(self.store.user_history(user_id))
-        stored = stored[(stored >= 0) & ~self.masked_items[stored]]
-        forgotten = user_id in self.masked_users
+        stored = stored[(stored >= 0) & ~self.masks.items[stored]]
+        forgotten = user_id in self.masks.users
         pairs = self._forgotten_pairs(user_id)
         allowed[pairs] = False
         if exclude_seen:
@@ -429,7 +496,7 @@ class RecService:
         reported in ``ignored_history``; ``text`` as in :meth:`recommend_user`."""
         allowed = self.allowed_items(exclude, attributes)
         idx = self.catalogue.index(history)
-        usable = (idx >= 0) & ~self.masked_items[np.maximum(idx, 0)]
+        usable = (idx >= 0) & ~self.masks.items[np.maximum(idx, 0)]
         ignored = [h for h, ok in zip(history, usable, strict=True) if not ok]
         items = idx[usable]
         if exclude_seen:
@@ -445,11 +512,11 @@ class RecService:
         """Service indices of the user's forgotten interactions (copied under the lock that
         forget requests update them under)."""
         with self._lock:
-            return np.array(sorted(self.masked_pairs.get(user_id, ())), dtype=np.int64)
+            return np.array(sorted(self.masks.pairs.get(user_id, ())), dtype=np.int64)
 
     def _profile(self, user_id: str) -> str | None:
         """``user_id`` if its learned profile may be used (no forget request touched it)."""
-        forgotten = user_id in self.masked_users or user_id in self.masked_pairs
+        forgotten = user_id in self.masks.users or user_id in self.masks.pairs
         return None if forgotten else user_id
 
     def _from_history(
@@ -508,7 +575,7 @@ class RecService:
 
     def popular(self, k: int, allowed: np.ndarray) -> Result:
         """The popularity fallback (cold start) among allowed items."""
-        scores = np.where(allowed, self.popularity, -np.inf)
+        scores = np.where(allowed, self.masks.popularity, -np.inf)
         k = min(k, int(allowed.sum()))
         top = np.argsort(-scores, kind="stable")[:k]
         return Result(top, scores[top], "popularity", [self.models[0].name])
@@ -518,9 +585,9 @@ class RecService:
         idx = int(self.catalogue.index([item_id])[0])
         if idx < 0:
             raise LookupError(f"unknown item {item_id!r}")
-        if self.masked_items[idx]:
+        if self.masks.items[idx]:
             raise LookupError(f"item {item_id!r} was forgotten")
-        allowed = ~self.masked_items
+        allowed = ~self.masks.items
         results = []
         for m in self.models:
             local = m.from_service[idx]
@@ -566,7 +633,7 @@ class RecService:
         their learned profile may be used; forgotten items never reach the ranker."""
         ranker = self.ranker
         assert ranker is not None
-        hist = np.zeros(0, np.int64) if history is None else history[~self.masked_items[history]]
+        hist = np.zeros(0, np.int64) if history is None else history[~self.masks.items[history]]
         scores = ranker.score_candidates(profile, hist, merged.items)
         if scores is None:
             merged.items, merged.scores = merged.items[:k], merged.scores[:k]
@@ -588,8 +655,8 @@ class RecService:
     def sample_users(self, limit: int) -> list[str]:
         """Some user ids the first model knows, not forgotten (for the web page)."""
         out = []
-        for user in list(self.models[0].users)[: limit + len(self.masked_users)]:
-            if user not in self.masked_users:
+        for user in list(self.models[0].users)[: limit + len(self.masks.users)]:
+            if user not in self.masks.users:
                 out.append(user)
             if len(out) == limit:
                 break
@@ -604,8 +671,8 @@ class RecService:
             ],
             "ranker": None if self.ranker is None else self.ranker.name,
             "n_items": len(self.catalogue),
-            "forgotten_items": int(self.masked_items.sum()),
-            "forgotten_users": len(self.masked_users),
+            "forgotten_items": int(self.masks.items.sum()),
+            "forgotten_users": len(self.masks.users),
             "database": self.store.dialect,
             "unlearner": "configured" if self.jobs.unlearner is not None else "mask-only",
         }
