@@ -29,6 +29,7 @@ from polyrec.models.generative.benchmark import (
     rank_metrics,
     steering_partner,
 )
+from polyrec.models.generative.decoding import finish_beams
 from polyrec.models.generative.mender import Mender, MenderTok
 from polyrec.models.generative.preferences import (
     ExtractiveGenerator,
@@ -134,6 +135,15 @@ def test_semantic_id_map_round_trip_and_invalid_ids() -> None:
     assert back.vocab == id_map.vocab
     with pytest.raises(PolyrecError, match="not unique"):
         SemanticIdMap(np.array([[0, 1], [0, 1]]))
+
+
+def test_finish_beams_ranks_valid_items_before_invalid_beams() -> None:
+    """Unconstrained decoding may emit an ID that is no item: it takes no rank."""
+    id_map = SemanticIdMap(np.array([[0, 0], [1, 1], [0, 1]]))
+    codes = np.array([[[1, 0], [1, 1], [9, 9], [0, 1]]])  # beams 0 and 2 are no item
+    items, log_probs = finish_beams(codes, np.array([[-0.1, -0.5, -0.7, -0.9]]), id_map, k=5)
+    assert items.tolist() == [[1, 2, -1, -1, -1]]
+    assert log_probs[0, :2].tolist() == [-0.5, -0.9] and np.isneginf(log_probs[0, 2:]).all()
 
 
 def test_trie_allows_exactly_the_prefixes_of_real_ids() -> None:

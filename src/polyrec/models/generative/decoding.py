@@ -47,14 +47,18 @@ def trie_log_probs(
 def finish_beams(
     codes: np.ndarray, scores: np.ndarray, id_map: SemanticIdMap, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Beams ``codes (B, beams, depth)`` with log-probabilities ``scores (B, beams)`` ->
-    ``(items (B, k), log_probs (B, k))``: ``-1`` / ``-inf`` for invalid IDs, dead beams and
-    missing beams (fewer IDs than ``k``)."""
+    """Beams ``codes (B, beams, depth)`` with log-probabilities ``scores (B, beams)`` (best
+    first) -> ``(items (B, k), log_probs (B, k))``: the valid beams first, in their order, then
+    ``-1`` / ``-inf`` for invalid IDs (unconstrained decoding), dead beams and missing beams
+    (fewer IDs than ``k``), so that column ``j`` is the item ranked ``j + 1``."""
     b = codes.shape[0]
     items = id_map.items_of(codes.reshape(-1, id_map.depth)).reshape(b, -1)
     log_probs = scores.astype(np.float64)
     dead = ~np.isfinite(log_probs) | (items < 0)
     items[dead], log_probs[dead] = -1, -np.inf
+    first = np.argsort(dead, axis=1, kind="stable")  # valid beams keep their order
+    items = np.take_along_axis(items, first, axis=1)
+    log_probs = np.take_along_axis(log_probs, first, axis=1)
     if k > items.shape[1]:
         fill = k - items.shape[1]
         items = np.pad(items, ((0, 0), (0, fill)), constant_values=-1)

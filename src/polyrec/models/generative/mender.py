@@ -6,7 +6,12 @@ semantic-ID tokens; the decoder and the trie-constrained beam search are TIGER's
 (:mod:`.tiger`):
 
 - :class:`Mender` (Mender-Emb) embeds each preference with a frozen sentence encoder and
-  projects the embeddings into the encoder, one context slot per preference.
+  projects the embeddings into the encoder, one context slot per preference. Difference from
+  the paper's Mender-Emb, whose decoder cross-attends to frozen-encoder embeddings of the
+  preferences *and of the history items' titles* through one linear map (no trainable encoder
+  and no semantic-ID tokens on the input side: ``embedded_history: True`` in the official
+  configs): here the history stays as semantic-ID tokens and a transformer encoder trained
+  with the rest of the model reads them after the preference slots.
 - :class:`MenderTok` (Mender-Tok) tokenizes the preferences as text: a word vocabulary learned
   from the training preferences (unknown words at inference -> ``[UNK]``), the preferences'
   tokens joined with ``[SEP]``, embedded by the encoder's own trainable text-token table
