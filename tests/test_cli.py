@@ -285,6 +285,28 @@ def test_unlearn_forgets_items_and_records_the_report(runs: Path, tmp_path: Path
     assert not set(top["item"].astype(str)) & set(forgotten)
 
 
+def test_unlearn_retrain_early_stops_like_the_run(runs: Path, tmp_path: Path, monkeypatch) -> None:
+    """The gold model is fitted as the run was: on validation, less the forgotten rows."""
+    from polyrec import unlearn as unlearning
+    from polyrec.unlearn.run import unlearn_run
+
+    seen = {}
+    real = unlearning.METHODS["retrain"]
+
+    def spy(model, train, request, **kwargs):
+        seen.update(kwargs)
+        return real(model, train, request, **kwargs)
+
+    monkeypatch.setitem(unlearning.METHODS, "retrain", spy)
+    request = tmp_path / "forget.json"
+    request.write_text(json.dumps({"users": ["0"]}))
+    unlearn_run(runs / "bpr", request, "retrain", tmp_path / "gold")
+    valid = seen["valid"]
+    assert valid.n_interactions > 0 and "0" not in set(
+        valid.user_ids.to_external(valid.users).astype(str)
+    )
+
+
 def test_unlearn_bad_forget_file_is_one_line(runs: Path, tmp_path: Path) -> None:
     result = polyrec(
         "unlearn", runs / "bpr", "--forget", tmp_path / "missing.json", "--out", tmp_path / "u"

@@ -174,6 +174,25 @@ def test_sisa_retrains_only_affected_shards(train):
     assert sisa.score([0, 1]).shape == (2, train.n_items)
 
 
+def test_sisa_item_request_on_a_feature_model_retrains_every_shard(train):
+    """Every shard learned from a forgotten item's features, not only those holding its
+    interactions: SISA's exactness needs them all retrained."""
+    cfg = {**FAST, "modalities": ["text"]}
+    sisa = SISA(base="vbpr", base_config=cfg, n_shards=3, partition="user").fit(train)
+    item = int(np.bincount(train.items).argmin())  # a rare item: not in every shard
+    held = np.unique(
+        sisa.shard_of(
+            train.users[train.items == item], train.items[train.items == item], train.n_items
+        )
+    )
+    assert len(held) < 3
+    unlearn(sisa, train, ForgetRequest(items=(train.item_ids.external[item],)), "sisa")
+    assert sisa.last_retrained == [0, 1, 2]
+    plain = SISA(base="bpr", base_config=FAST, n_shards=3, partition="user").fit(train)
+    unlearn(plain, train, ForgetRequest(items=(train.item_ids.external[item],)), "sisa")
+    assert plain.last_retrained == held.tolist()
+
+
 def test_sisa_interaction_partition_averages_shards(train):
     sisa = SISA(base="bpr", base_config=FAST, n_shards=2, partition="interaction").fit(train)
     expected = (sisa.shards[0].score([5]) + sisa.shards[1].score([5])) / 2

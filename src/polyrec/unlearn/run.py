@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from polyrec.experiment import MODEL_DIR, load_run
 from polyrec.record import RunRecord, command_line, now_utc, peak_rss_mb, versions
 from polyrec.unlearn import unlearn
@@ -41,6 +43,11 @@ def unlearn_run(
     reference = method == "mmrecun" and valid is not None and valid.n_interactions > 0
     if reference:
         kwargs.setdefault("reference", valid)
+    if method == "retrain" and valid is not None:
+        # the gold model is fitted as the run was: early-stopped on validation, which loses
+        # the forgotten users' and items' rows too
+        gone = np.isin(valid.users, applied.users) | np.isin(valid.items, applied.items)
+        kwargs.setdefault("valid", valid.with_interactions(~gone))
     start = time.perf_counter()
     out_model = unlearn(model, train, request, method, **kwargs)
     seconds = time.perf_counter() - start

@@ -125,8 +125,9 @@ class SISA(Recommender):
 
 
 def sisa_unlearn(model: Recommender, train: Dataset, request: ForgetRequest) -> Recommender:
-    """Retrain only the shards that hold forgotten interactions (all shards for a modality);
-    ``model`` must be a fitted :class:`SISA` and is modified in place."""
+    """Retrain only the shards that hold forgotten interactions (all shards for a modality,
+    and for forgotten items when the base model reads item features); ``model`` must be a
+    fitted :class:`SISA` and is modified in place."""
     inner, _ = unwrap(model)
     if not isinstance(inner, SISA):
         raise PolyrecError(f"sisa unlearning needs a model trained with sisa, got {inner.name}")
@@ -137,13 +138,12 @@ def sisa_unlearn(model: Recommender, train: Dataset, request: ForgetRequest) -> 
             cfg["modalities"] = [m for m in cfg["modalities"] if m != applied.modality]
             inner.config = inner.config.model_copy(update={"base_config": cfg})
         affected = list(range(inner.config.n_shards))
+    elif len(applied.items) and getattr(inner.shards[0].config, "modalities", None):
+        # every shard learned from the forgotten items' feature rows (the item graph, the
+        # feature heads on sampled negatives), not only the shards holding their interactions
+        affected = list(range(inner.config.n_shards))
     else:
         forget = applied.forget
         affected = np.unique(inner.shard_of(forget.users, forget.items, forget.n_items)).tolist()
     inner.retrain_shards(applied.retain, affected)
-    if len(applied.items):  # shards not retrained still cache the wiped item features
-        for s in set(range(inner.config.n_shards)) - set(affected):
-            refresh = getattr(inner.shards[s], "refresh", None)
-            if refresh is not None:
-                refresh(inner._shard_data(applied.retain, s))
     return Unlearned.wrap(model, applied.items)
