@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import TINY_SEQ2SEQ
 
-from polyrec.data.sequences import merge_interactions
+from polyrec.data.sequences import PAD, merge_interactions
 from polyrec.data.split import leave_one_out
 from polyrec.data.synthetic import make_synthetic
 from polyrec.errors import PolyrecError
@@ -438,6 +438,38 @@ def test_mender_fits_follows_context_and_round_trips(data, tmp_path: Path) -> No
     back = Mender.load(tmp_path / "m")
     assert back.pref_texts == model.pref_texts
     torch.testing.assert_close(back.score(users), model.score(users))
+
+
+def test_mender_emb_reads_embedded_preferences_and_history_only(data, tmp_path: Path) -> None:
+    """The paper's Mender-Emb: the decoder's memory is one linear map of the frozen embeddings
+    of the preferences and of the history items, with no encoder and no order."""
+    from test_text_features import tiny_sentence_model
+
+    from polyrec.features.text import embed_item_texts
+
+    encoder = tiny_sentence_model(tmp_path / "enc")
+    model = Mender({**TINY, "preference_model": encoder, "epochs": 1}).fit(data.train)
+    net = model.module
+    assert not hasattr(net, "encoder")
+    hist = model.histories[:3]
+    prefix = model.embed_preferences(["Prefers red"])[None].expand(3, -1, -1)
+    with torch.no_grad():
+        memory, keys = net.encode(model._encoder_tokens(hist, None), prefix)
+    fields = model.config.text_fields
+    items = torch.from_numpy(embed_item_texts(data.train, encoder, fields=fields, progress=False))
+    for r in range(3):
+        real = torch.from_numpy(hist[r][hist[r] != PAD] - 1)
+        with torch.no_grad():
+            expected = net.pref_proj(torch.cat([prefix[r], items[real]]))
+        torch.testing.assert_close(memory[r][keys[r, 0, 0]], expected)
+    backwards = hist.copy()
+    for r in range(3):  # the same items in reverse order
+        real = backwards[r] != PAD
+        backwards[r, real] = backwards[r, real][::-1]
+    prefs = [["Prefers red"]] * 3
+    _, sa = model.generate_with_preferences(hist, prefs)
+    _, sb = model.generate_with_preferences(backwards, prefs)
+    np.testing.assert_allclose(np.sort(sa, 1), np.sort(sb, 1), atol=1e-5)
 
 
 def test_mender_context_has_no_user_token_by_default(data, tmp_path: Path) -> None:

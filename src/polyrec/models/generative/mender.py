@@ -1,17 +1,17 @@
 """Mender: TIGER conditioned on natural-language user preferences (Mender-Emb, Mender-Tok).
 
 Paischer et al., "Preference Discerning with LLM-Enhanced Generative Retrieval", TMLR 2025
-(Section 4). Two ways to put the preferences in the encoder context, before the history's
-semantic-ID tokens; the decoder and the trie-constrained beam search are TIGER's
-(:mod:`.tiger`):
+(Section 4). Two ways to put the preferences and the history in the decoder's context; the
+decoder and the trie-constrained beam search are TIGER's (:mod:`.tiger`):
 
-- :class:`Mender` (Mender-Emb) embeds each preference with a frozen sentence encoder and
-  projects the embeddings into the encoder, one context slot per preference. Difference from
-  the paper's Mender-Emb, whose decoder cross-attends to frozen-encoder embeddings of the
-  preferences *and of the history items' titles* through one linear map (no trainable encoder
-  and no semantic-ID tokens on the input side: ``embedded_history: True`` in the official
-  configs): here the history stays as semantic-ID tokens and a transformer encoder trained
-  with the rest of the model reads them after the preference slots.
+- :class:`Mender` (Mender-Emb), as the official ``embedded_history`` model: a frozen sentence
+  encoder embeds each preference and each history item's text, one linear map takes those
+  vectors to the model width, and the decoder cross-attends to them directly (no trainable
+  encoder, no semantic-ID tokens on the input side, no positions: the official decoder is a
+  T5's, whose cross-attention has none). Differences: the sentence encoder is
+  all-MiniLM-L6-v2 (the paper's instructor-base is not available offline), the item text is
+  ``text_fields`` (the paper's is the title), and the decoder is trained from scratch (the
+  paper starts from a pretrained T5 decoder).
 - :class:`MenderTok` (Mender-Tok) tokenizes the preferences as text: a word vocabulary learned
   from the training preferences (unknown words at inference -> ``[UNK]``), the preferences'
   tokens joined with ``[SEP]``, embedded by the encoder's own trainable text-token table
@@ -79,6 +79,7 @@ from polyrec.models.generative.preferences import (
     review_sentiment,
     user_preferences,
 )
+from polyrec.models.generative.semantic_ids import SemanticIdMap
 from polyrec.models.generative.tiger import TIGER, TIGERConfig, _Seq2Seq, prefix_examples
 from polyrec.models.sequential import init_weights
 from polyrec.models.unified.tokens import TextTokenizer
@@ -134,6 +135,7 @@ class Mender(TIGER):
         self._train_prefs = np.zeros((0, 1), np.int64)
         self._train_sign = np.zeros(0, np.int64)
         self._train_accumulated = np.zeros((0, 1), np.int64)
+        self._item_text: torch.Tensor | None = None  # frozen item text embeddings, while fitting
 
     # ------------------------------------------------------------------ public
     def embed_preferences(self, texts: Sequence[str]) -> torch.Tensor:
@@ -192,6 +194,7 @@ class Mender(TIGER):
             train, self.config.preference_model, fields=self.config.text_fields, progress=False
         )
         self.pref_rows = self._fit_inputs(pref_emb)
+        self._item_text = torch.from_numpy(np.asarray(item_emb, np.float32))
         self._training_examples(train, pref_emb.numpy(), item_emb)
         serving, validating = self._contexts(train, valid, item_emb)
         # early stopping must score what the benchmark tests: the matched preference for the
@@ -328,6 +331,12 @@ class Mender(TIGER):
         dims["pref_dim"] = self._pref_dim()
         return dims
 
+    def _build(self, dims: dict[str, int]) -> torch.nn.Module:
+        net = _EmbeddedContextSeq2Seq(dims, self.config)
+        if self._item_text is not None:  # fitting (a loaded model gets its buffers restored)
+            net.set_items(self._item_text, cast(SemanticIdMap, self.id_map), self._enc_offsets())
+        return net
+
     def _examples(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._train_rows, self._train_items
 
@@ -419,6 +428,54 @@ class Mender(TIGER):
         self.pref_rows = state["pref_rows"]
         self.user_context = state["user_context"].numpy()
         super()._set_state(state)
+
+
+class _EmbeddedContextSeq2Seq(_Seq2Seq):
+    """Mender-Emb's network: the decoder's memory is ``W [preference vectors; history item
+    vectors]`` (frozen sentence embeddings, one linear map ``pref_proj``), with no encoder
+    layers. The history arrives as TIGER's encoder tokens and is mapped back to items by
+    their semantic IDs (buffers set by :meth:`set_items`, saved with the weights)."""
+
+    def __init__(self, dims: dict[str, int], cfg: TIGERConfig) -> None:
+        super().__init__(dims, cfg)
+        del self.encoder, self.enc_token, self.enc_pos, self.enc_norm  # the memory is given
+        n, depth = dims["n_items"], len(self.vocab)
+        mult = np.cumprod([1, *self.vocab[:0:-1]])[::-1].copy()
+        self.register_buffer("item_text", torch.zeros(n + 1, dims["pref_dim"]))  # row 0: PAD
+        self.register_buffer("code_mult", torch.from_numpy(mult.astype(np.int64)))
+        self.register_buffer("code_offsets", torch.zeros(depth, dtype=torch.long))
+        self.register_buffer("item_keys", torch.zeros(n, dtype=torch.long))  # sorted ID keys
+        self.register_buffer("key_items", torch.zeros(n, dtype=torch.long))  # their items
+
+    def set_items(
+        self, item_text: torch.Tensor, id_map: SemanticIdMap, offsets: np.ndarray
+    ) -> None:
+        """The items' frozen text embeddings and the semantic-ID -> item lookup."""
+        self.item_text[1:] = item_text
+        self.code_offsets.copy_(torch.from_numpy(np.asarray(offsets, np.int64)))
+        keys = torch.from_numpy(id_map.codes.astype(np.int64)) @ self.code_mult
+        self.item_keys.copy_(keys.sort().values)
+        self.key_items.copy_(keys.argsort())
+
+    def encode(
+        self,
+        tokens: torch.Tensor,
+        prefix: torch.Tensor | None = None,
+        prefix_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        depth = len(self.vocab)
+        codes = tokens[:, 1:].reshape(len(tokens), -1, depth)  # after the user slot
+        pad = codes[..., 0] == PAD
+        key = ((codes - self.code_offsets).clamp_min(0) * self.code_mult).sum(-1)
+        at = torch.searchsorted(self.item_keys, key).clamp_max(len(self.item_keys) - 1)
+        x = self.item_text[torch.where(pad, 0, self.key_items[at] + 1)]
+        if prefix is not None:
+            if prefix_mask is None:
+                prefix_mask = torch.zeros(prefix.shape[:2], dtype=torch.bool, device=x.device)
+            x, pad = torch.cat([prefix, x], dim=1), torch.cat([prefix_mask, pad], dim=1)
+        keys = ~pad
+        keys[~keys.any(1), 0] = True  # an empty context attends to one zero vector, not NaN
+        return self.embed_prefix(x), keys[:, None, None, :]
 
 
 # ---------------------------------------------------------------------- Mender-Tok
