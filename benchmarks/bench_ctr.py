@@ -102,6 +102,9 @@ def run(
             "config": name,
             "model": cfg.model,
             "params": cfg.params,
+            # the model's whole config, defaults included (files without it predate it, and
+            # the auxiliary loss: they were trained without one)
+            "model_config": get_ranker_class(cfg.model)(cfg.params).config.model_dump(),
             "protocol": cfg.data.protocol.model_dump(),
             "data": data.summary(),
             "versions": versions(),
@@ -140,13 +143,16 @@ def run(
 
 def finished_seeds(path: Path, out: dict[str, Any]) -> dict[int, tuple[dict, np.ndarray]]:
     """The runs (result record, test scores) by seed of an earlier results file at ``path``;
-    refuses a file whose params, protocol or samples differ from ``out``'s."""
+    refuses a file whose params, model config, protocol or samples differ from ``out``'s."""
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
-    same = json.loads(json.dumps({k: out[k] for k in ("params", "protocol", "data")}))
-    if any(old[k] != v for k, v in same.items()):
-        raise SystemExit(f"{path}: params, protocol or samples differ; rerun without --resume")
+    keys = ("params", "model_config", "protocol", "data")
+    same = json.loads(json.dumps({k: out[k] for k in keys}))
+    if any(old.get(k) != v for k, v in same.items()):
+        raise SystemExit(
+            f"{path}: params, model config, protocol or samples differ; rerun without --resume"
+        )
     scores = old["test_scores"]
     return {r["seed"]: (r, np.array(s)) for r, s in zip(old["runs"], scores["scores"], strict=True)}
 
@@ -254,15 +260,23 @@ def attention_dim_comparison(res: dict[str, Any], table: dict[str, Any]) -> dict
     return out
 
 
+def aux_loss(result: dict[str, Any]) -> bool:
+    """Whether a results file's runs trained with the auxiliary loss (a file without
+    ``model_config`` predates the option: no)."""
+    return bool(result.get("model_config", {}).get("aux_loss", False))
+
+
 def best_validation_widths(res: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
     """DARE attention dim 16 vs 64 with each width at its own best hyperparameters: among the
-    DARE configs and ablations run on the same seeds as ``dare``, the one with the highest
-    mean validation AUC per attention dim; their test AUC difference (points) and DeLong on
-    the seed-averaged predictions."""
+    DARE configs and ablations run on the same seeds and objective as ``dare``, the one with
+    the highest mean validation AUC per attention dim; their test AUC difference (points) and
+    DeLong on the seed-averaged predictions."""
     seeds = table["dare"]["seeds"]
     best: dict[int, str] = {}
     for name, r in res.items():
         if r["model"] != "dare" or table[name]["seeds"] != seeds:
+            continue
+        if aux_loss(r) != aux_loss(res["dare"]):  # trained by another objective
             continue
         dim = r["params"]["attention_dim"]
         if dim not in best or table[name]["valid_auc_mean"] > table[best[dim]]["valid_auc_mean"]:

@@ -337,6 +337,26 @@ def test_dare_tables_receive_separate_gradients(data):
     assert tnet.attention is tnet.representation
 
 
+@pytest.mark.parametrize("aux_loss", [True, False])
+def test_auxiliary_loss_trains_the_attention_of_every_behaviour(data, aux_loss):
+    """The repository's auxiliary loss attends over the whole history: every behaviour's
+    attention embedding gets a gradient, not only the top-k the search selected."""
+    torch.manual_seed(0)
+    net = get_ranker_class("dare")(SMALL, top_k=3, attention_dim=2, aux_loss=aux_loss)._build(
+        data.dims
+    )
+    net.train()
+    batch = data.train.batch(np.arange(1))
+    hist = batch["hist_item"][0][batch["hist_mask"][0]]
+    assert len(hist.unique()) > 3 + 1
+    net.loss(batch).backward()
+    rows = (net.attention.item.weight.grad.abs().sum(1) > 0).nonzero().ravel()
+    trained = set(rows.tolist())
+    assert set(hist.tolist()) <= trained if aux_loss else len(trained) <= 3 + 1
+    net.eval()
+    assert net._logits(batch)[1] is None  # scoring never runs the auxiliary tower
+
+
 def test_consistent_search_keeps_the_top_attention_scores(data):
     model = get_ranker_class("dare")(SMALL, top_k=3, attention_dim=2)
     net = model._build(data.dims)

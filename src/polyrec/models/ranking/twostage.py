@@ -22,6 +22,14 @@ The models differ in the search and in which table serves attention:
 - ``decoupled`` (DARE): attention scores read their own tables (dimension ``attention_dim``),
   representation (ESU values and the target in the tower) reads another; without it (SIM,
   TWIN) one table serves both.
+
+Auxiliary loss (``aux_loss``, the repository's ``-use_aux_loss True`` in every script): the
+same attention over the *whole* history, before the top-k cut, pools the representation
+embeddings, and a small tower (one hidden layer of ``mlp[0]`` units, as the repository's 200)
+predicts the label from ``[target, pooled, target * pooled]``; its cross-entropy is added to
+the CTR loss. Without it only the ``top_k`` selected behaviours get a gradient through the
+attention scores, so the attention embeddings of the others never train. SIM soft search has
+its own auxiliary task instead (``search="separate"``).
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ class TwoStageConfig(RankerConfig):
     top_k: int = Field(20, ge=1)
     time_dim: int = Field(16, ge=1)
     use_time: bool = True
+    aux_loss: bool = True
 
 
 class TwoStageNet(RankingNet):
@@ -95,6 +104,9 @@ class TwoStageNet(RankingNet):
             self.aux_tower = mlp(3 * self.gsu.dim, (cfg.mlp[-1],) if cfg.mlp else ())
         d = self.representation.dim
         self.tower = mlp(3 * d, cfg.mlp)
+        self.whole_history_tower = (
+            mlp(3 * d, cfg.mlp[:1]) if cfg.aux_loss and search != "separate" else None
+        )
         # analysis hook (see analysis.gradient_conflict): stop the gradient of one path
         self.stop_gradient: Literal["attention", "representation"] | None = None
 
@@ -135,6 +147,10 @@ class TwoStageNet(RankingNet):
 
     # ------------------------------------------------------------------------------ forward
     def forward(self, batch: Batch) -> torch.Tensor:
+        return self._logits(batch)[0]
+
+    def _logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """CTR logits and, with the auxiliary loss, the whole-history tower's logits."""
         target = self.representation(batch["item"], batch["category"])
         hist = self.representation(batch["hist_item"], batch["hist_cat"])
         scores = self.attention_scores(batch)
@@ -148,7 +164,12 @@ class TwoStageNet(RankingNet):
             1, idx[:, :, None].expand(-1, -1, hist.shape[-1])
         )
         interest = (weights[:, :, None] * chosen).sum(1)
-        return self.tower(torch.cat([target, interest, target * interest], dim=-1)).squeeze(-1)
+        logits = self.tower(torch.cat([target, interest, target * interest], dim=-1))
+        if self.whole_history_tower is None or not self.training:
+            return logits.squeeze(-1), None
+        pooled = weighted_sum(masked_softmax(scores, batch["hist_mask"]), hist)
+        aux = self.whole_history_tower(torch.cat([target, pooled, target * pooled], dim=-1))
+        return logits.squeeze(-1), aux.squeeze(-1)
 
     def aux_logits(self, batch: Batch) -> torch.Tensor:
         """SIM's auxiliary CTR head over the softmax-pooled whole history in the GSU table."""
@@ -159,11 +180,11 @@ class TwoStageNet(RankingNet):
         return self.aux_tower(torch.cat([q, pooled, q * pooled], dim=-1)).squeeze(-1)
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        """CTR cross-entropy, plus the auxiliary task's when the GSU has its own table."""
-        loss = super().loss(batch)
+        """CTR cross-entropy, plus the auxiliary task's (module docstring)."""
+        logits, aux = self._logits(batch)
         if self.search == "separate":
-            aux = nn.functional.binary_cross_entropy_with_logits(
-                self.aux_logits(batch), batch["label"]
-            )
-            loss = loss + aux
+            aux = self.aux_logits(batch)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, batch["label"])
+        if aux is not None:
+            loss = loss + nn.functional.binary_cross_entropy_with_logits(aux, batch["label"])
         return loss
