@@ -389,6 +389,8 @@ def test_serve_unlearn_retrains_the_served_run_cumulatively(tmp_path, db_url):
     overrides = {"dataset_options": options, "epochs": 2, "factors": 8}
     run_experiment("bpr", "synthetic", overrides=overrides, out_dir=run, progress=False)
     clients = ServeClients(tmp_path, KEY)
+    with pytest.raises(PolyrecError, match="unknown unlearning method 'forget'"):
+        RunUnlearner([run], "forget", tmp_path / "unlearned")
     unlearner = RunUnlearner([run], "retrain", tmp_path / "unlearned")
 
     def trained(service, user=None, item=None) -> int:  # training interactions served

@@ -20,12 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from polyrec.errors import PolyrecError
 from polyrec.experiment import MODEL_DIR
 from polyrec.models.base import Recommender
 from polyrec.record import RECORD_FILE
 from polyrec.serve.store import ForgetRecord
-from polyrec.unlearn import METHODS
+from polyrec.unlearn import check_method
 from polyrec.unlearn.request import ForgetRequest
 from polyrec.unlearn.run import unlearn_run
 
@@ -43,10 +42,7 @@ class RunUnlearner:
         data_dir: Path | None = None,
         options: dict[str, Any] | None = None,
     ) -> None:
-        if method not in METHODS:
-            raise PolyrecError(
-                f"unknown unlearning method {method!r}; available: {', '.join(METHODS)}"
-            )
+        check_method(method)  # at start, not at the first forget request
         self.runs = [Path(r) for r in runs]
         self.method, self.out_dir, self.data_dir = method, Path(out_dir), data_dir
         self.options = dict(options or {})

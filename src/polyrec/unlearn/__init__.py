@@ -47,9 +47,14 @@ def unlearn(
 ) -> Recommender:
     """Apply ``request`` to ``model`` (trained on ``train``) with ``method``; ``options`` go to
     the method (e.g. ``epochs``, ``alpha`` for mmrecun)."""
+    check_method(method)
+    return METHODS[method](model, train, request, **options)
+
+
+def check_method(method: str) -> None:
+    """Refuse a name that is not one of :data:`METHODS`."""
     if method not in METHODS:
         raise PolyrecError(f"unknown unlearning method {method!r}; available: {', '.join(METHODS)}")
-    return METHODS[method](model, train, request, **options)
 
 
 __all__ = [
@@ -58,6 +63,7 @@ __all__ = [
     "AppliedRequest",
     "ForgetRequest",
     "apply_request",
+    "check_method",
     "sisa_unlearn",
     "unlearn",
 ]

@@ -135,7 +135,7 @@ class Mender(TIGER):
         self._train_prefs = np.zeros((0, 1), np.int64)
         self._train_sign = np.zeros(0, np.int64)
         self._train_accumulated = np.zeros((0, 1), np.int64)
-        self._item_text: torch.Tensor | None = None  # frozen item text embeddings, while fitting
+        self._item_text: torch.Tensor | None = None  # frozen item text embeddings, during fit
 
     # ------------------------------------------------------------------ public
     def embed_preferences(self, texts: Sequence[str]) -> torch.Tensor:
@@ -204,6 +204,7 @@ class Mender(TIGER):
             super()._fit(train, valid)
         finally:
             self.user_context = serving
+            self._item_text = None  # in the network's buffers now
 
     def _training_examples(
         self, train: Dataset, pref_emb: np.ndarray, item_emb: np.ndarray
