@@ -79,7 +79,6 @@ from polyrec.models.generative.preferences import (
     review_sentiment,
     user_preferences,
 )
-from polyrec.models.generative.semantic_ids import SemanticIdMap
 from polyrec.models.generative.tiger import TIGER, TIGERConfig, _Seq2Seq, prefix_examples
 from polyrec.models.sequential import init_weights
 from polyrec.models.unified.tokens import TextTokenizer
@@ -334,9 +333,14 @@ class Mender(TIGER):
 
     def _build(self, dims: dict[str, int]) -> torch.nn.Module:
         net = _EmbeddedContextSeq2Seq(dims, self.config)
-        if self._item_text is not None:  # fitting (a loaded model gets its buffers restored)
-            net.set_items(self._item_text, cast(SemanticIdMap, self.id_map), self._enc_offsets())
+        if self._item_text is not None:  # fitting (a loaded model gets its buffer restored)
+            net.item_text[1:] = self._item_text
         return net
+
+    def _encoder_tokens(self, tokens: np.ndarray, users: np.ndarray | None) -> torch.Tensor:
+        """Mender-Emb reads the history's items, not their ID tokens: the item tokens as they
+        are (item + 1, ``PAD`` = 0), which index the network's item embeddings."""
+        return torch.from_numpy(np.asarray(tokens, np.int64))
 
     def _examples(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._train_rows, self._train_items
@@ -434,29 +438,13 @@ class Mender(TIGER):
 class _EmbeddedContextSeq2Seq(_Seq2Seq):
     """Mender-Emb's network: the decoder's memory is ``W [preference vectors; history item
     vectors]`` (frozen sentence embeddings, one linear map ``pref_proj``), with no encoder
-    layers. The history arrives as TIGER's encoder tokens and is mapped back to items by
-    their semantic IDs (buffers set by :meth:`set_items`, saved with the weights)."""
+    layers. Its encoder tokens are item tokens (:meth:`Mender._encoder_tokens`), rows of the
+    ``item_text`` buffer (saved with the weights)."""
 
     def __init__(self, dims: dict[str, int], cfg: TIGERConfig) -> None:
         super().__init__(dims, cfg)
         del self.encoder, self.enc_token, self.enc_pos, self.enc_norm  # the memory is given
-        n, depth = dims["n_items"], len(self.vocab)
-        mult = np.cumprod([1, *self.vocab[:0:-1]])[::-1].copy()
-        self.register_buffer("item_text", torch.zeros(n + 1, dims["pref_dim"]))  # row 0: PAD
-        self.register_buffer("code_mult", torch.from_numpy(mult.astype(np.int64)))
-        self.register_buffer("code_offsets", torch.zeros(depth, dtype=torch.long))
-        self.register_buffer("item_keys", torch.zeros(n, dtype=torch.long))  # sorted ID keys
-        self.register_buffer("key_items", torch.zeros(n, dtype=torch.long))  # their items
-
-    def set_items(
-        self, item_text: torch.Tensor, id_map: SemanticIdMap, offsets: np.ndarray
-    ) -> None:
-        """The items' frozen text embeddings and the semantic-ID -> item lookup."""
-        self.item_text[1:] = item_text
-        self.code_offsets.copy_(torch.from_numpy(np.asarray(offsets, np.int64)))
-        keys = torch.from_numpy(id_map.codes.astype(np.int64)) @ self.code_mult
-        self.item_keys.copy_(keys.sort().values)
-        self.key_items.copy_(keys.argsort())
+        self.register_buffer("item_text", torch.zeros(dims["n_items"] + 1, dims["pref_dim"]))
 
     def encode(
         self,
@@ -464,12 +452,7 @@ class _EmbeddedContextSeq2Seq(_Seq2Seq):
         prefix: torch.Tensor | None = None,
         prefix_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        depth = len(self.vocab)
-        codes = tokens[:, 1:].reshape(len(tokens), -1, depth)  # after the user slot
-        pad = codes[..., 0] == PAD
-        key = ((codes - self.code_offsets).clamp_min(0) * self.code_mult).sum(-1)
-        at = torch.searchsorted(self.item_keys, key).clamp_max(len(self.item_keys) - 1)
-        x = self.item_text[torch.where(pad, 0, self.key_items[at] + 1)]
+        x, pad = self.item_text[tokens], tokens == PAD  # row 0 (PAD) is a zero vector
         if prefix is not None:
             if prefix_mask is None:
                 prefix_mask = torch.zeros(prefix.shape[:2], dtype=torch.bool, device=x.device)
@@ -592,6 +575,9 @@ class MenderTok(Mender):
 
     def _build(self, dims: dict[str, int]) -> torch.nn.Module:
         return _TextPrefixSeq2Seq(dims, self.config)
+
+    def _encoder_tokens(self, tokens: np.ndarray, users: np.ndarray | None) -> torch.Tensor:
+        return TIGER._encoder_tokens(self, tokens, users)  # its encoder reads ID tokens
 
     def _get_state(self) -> dict[str, Any]:
         state = super()._get_state()
