@@ -102,8 +102,8 @@ def run(
             "config": name,
             "model": cfg.model,
             "params": cfg.params,
-            # the model's whole config, defaults included (files without it predate it, and
-            # the auxiliary loss: they were trained without one)
+            # the model's whole config, defaults included (a file without it, or without one
+            # of its keys, predates that option: see objective)
             "model_config": get_ranker_class(cfg.model)(cfg.params).config.model_dump(),
             "protocol": cfg.data.protocol.model_dump(),
             "data": data.summary(),
@@ -260,10 +260,12 @@ def attention_dim_comparison(res: dict[str, Any], table: dict[str, Any]) -> dict
     return out
 
 
-def aux_loss(result: dict[str, Any]) -> bool:
-    """Whether a results file's runs trained with the auxiliary loss (a file without
-    ``model_config`` predates the option: no)."""
-    return bool(result.get("model_config", {}).get("aux_loss", False))
+def objective(result: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether a results file's runs trained with the auxiliary loss and with time in the
+    representation (a file without ``model_config``, or without the key, predates the
+    option: no)."""
+    cfg = result.get("model_config") or {}
+    return bool(cfg.get("aux_loss", False)), bool(cfg.get("time_in_representation", False))
 
 
 def best_validation_widths(res: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +278,7 @@ def best_validation_widths(res: dict[str, Any], table: dict[str, Any]) -> dict[s
     for name, r in res.items():
         if r["model"] != "dare" or table[name]["seeds"] != seeds:
             continue
-        if aux_loss(r) != aux_loss(res["dare"]):  # trained by another objective
+        if objective(r) != objective(res["dare"]):  # trained by another objective or model
             continue
         dim = r["params"]["attention_dim"]
         if dim not in best or table[name]["valid_auc_mean"] > table[best[dim]]["valid_auc_mean"]:

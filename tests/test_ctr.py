@@ -324,17 +324,45 @@ def test_dare_tables_receive_separate_gradients(data):
     # the attention scores depend on the attention tables only
     net.attention_scores(batch).sum().backward()
     assert net.attention.item.weight.grad.abs().sum() > 0
+    assert net.time.weight.grad.abs().sum() > 0
     assert net.representation.item.weight.grad is None
+    assert net.representation_time.weight.grad is None and net.target_time.grad is None
     net.zero_grad(set_to_none=True)
     # with the attention weights fixed, the output depends on the representation tables only
     scores = net.attention_scores(batch).detach()
     net.attention_scores = lambda b: scores  # type: ignore[method-assign]
     net.loss(batch).backward()
     assert net.representation.item.weight.grad.abs().sum() > 0
-    assert net.attention.item.weight.grad is None
-    # TWIN has one table for both
+    assert net.representation_time.weight.grad.abs().sum() > 0
+    assert net.target_time.grad.abs().sum() > 0
+    assert net.attention.item.weight.grad is None and net.time.weight.grad is None
+    # TWIN has one set of tables for both
     tnet = get_ranker_class("twin")(SMALL)._build(data.dims)
     assert tnet.attention is tnet.representation
+    assert tnet.representation_time is tnet.time and tnet.target_time is tnet.time_query
+
+
+@pytest.mark.parametrize("time_in_representation", [True, False])
+def test_representation_carries_the_interval_as_the_repository_concat_mode(
+    data, time_in_representation
+):
+    net = get_ranker_class("dare")(
+        SMALL, attention_dim=2, time_dim=3, time_in_representation=time_in_representation
+    )._build(data.dims)
+    batch = data.test.batch(np.arange(5))
+    target, hist = net.represent(batch)
+    items = net.representation(batch["hist_item"], batch["hist_cat"])
+    if not time_in_representation:
+        assert hist.shape[-1] == target.shape[-1] == net.representation.dim
+        assert torch.equal(hist, items)
+        return
+    assert hist.shape[-1] == target.shape[-1] == net.representation.dim + 3
+    assert torch.equal(hist[..., :-3], items)
+    assert torch.equal(hist[..., -3:], net.representation_time(batch["hist_time"]))
+    # every target's interval is 0: one learned vector
+    assert torch.equal(target[:, -3:], net.target_time.expand(5, -1))
+    # the padding bucket (and the service's unknown interval) is a zero vector
+    assert net.representation_time.weight[0].abs().sum() == 0 == net.time.weight[0].abs().sum()
 
 
 @pytest.mark.parametrize("aux_loss", [True, False])

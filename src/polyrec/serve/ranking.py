@@ -17,7 +17,8 @@ The service passes histories in its own item space, oldest first, with forgotten
 removed; the history of a known user is their training history plus their stored events. The
 interval between a behaviour and "now" is not known for training histories, so time-aware
 rankers (SIM, TWIN, DARE with ``use_time``) get the padding time bucket, whose embedding is
-zero: their attention scores lose the time term, the rest of the model is unchanged.
+zero: their attention scores lose the time term and their behaviour representations carry a
+zero interval embedding; the rest of the model is unchanged.
 """
 
 from __future__ import annotations

@@ -10,7 +10,11 @@ DARE repository's ``scaled_dot_product`` attention in ``concat`` time mode:
 
 where ``a`` is the attention embedding of item and category and ``a_time`` the embedding of the
 bucketed time interval between behaviour j and the target (the query side of the time term is
-one learned vector, because the target's own interval is always 0).
+one learned vector, because the target's own interval is always 0). As in the repository's
+``concat`` mode, the representation side carries time too (``time_in_representation``): a
+behaviour is represented by its item, category and interval embeddings, the target by its item,
+category and the learned vector of interval 0, so the attended interest knows how recent the
+behaviours it pooled are.
 
 The models differ in the search and in which table serves attention:
 
@@ -19,9 +23,9 @@ The models differ in the search and in which table serves attention:
 - ``search="separate"`` (SIM soft search): top-k by the inner product of a *separate* GSU
   embedding table, trained by SIM's auxiliary task (softmax-pooled whole history -> CTR);
 - ``search="consistent"`` (TWIN, DARE): top-k by the very score the ESU uses;
-- ``decoupled`` (DARE): attention scores read their own tables (dimension ``attention_dim``),
-  representation (ESU values and the target in the tower) reads another; without it (SIM,
-  TWIN) one table serves both.
+- ``decoupled`` (DARE): attention scores read their own tables (dimension ``attention_dim``;
+  item, category and time), representation (ESU values and the target in the tower) reads
+  others; without it (SIM, TWIN) one set of tables serves both.
 
 Auxiliary loss (``aux_loss``, the repository's ``-use_aux_loss True`` in every script): the
 same attention over the *whole* history, before the top-k cut, pools the representation
@@ -62,7 +66,18 @@ class TwoStageConfig(RankerConfig):
     top_k: int = Field(20, ge=1)
     time_dim: int = Field(16, ge=1)
     use_time: bool = True
+    time_in_representation: bool = True
     aux_loss: bool = True
+
+
+def interval_embedding(n_buckets: int, dim: int) -> tuple[nn.Embedding, nn.Parameter]:
+    """Embeddings of the behaviours' time-interval buckets (0 = padding, a zero vector) and
+    the vector of the target's own interval, 0 (the repository's time id 0)."""
+    table = nn.Embedding(n_buckets, dim, padding_idx=0)
+    nn.init.normal_(table.weight, std=0.05)
+    with torch.no_grad():
+        table.weight[0].zero_()
+    return table, nn.Parameter(torch.randn(dim) * 0.05)
 
 
 class TwoStageNet(RankingNet):
@@ -94,15 +109,21 @@ class TwoStageNet(RankingNet):
         else:
             self.attention = self.representation
         if cfg.use_time:
-            self.time = nn.Embedding(dims["n_time_buckets"], cfg.time_dim, padding_idx=0)
-            nn.init.normal_(self.time.weight, std=0.05)
-            self.time_query = nn.Parameter(torch.randn(cfg.time_dim) * 0.05)
+            self.time, self.time_query = interval_embedding(dims["n_time_buckets"], cfg.time_dim)
+        self.represent_time = cfg.use_time and cfg.time_in_representation
+        if self.represent_time:
+            if decoupled:
+                self.representation_time, self.target_time = interval_embedding(
+                    dims["n_time_buckets"], cfg.time_dim
+                )
+            else:
+                self.representation_time, self.target_time = self.time, self.time_query
         if search == "separate":
             if gsu_dim is None:
                 raise ValueError("search='separate' needs gsu_dim")
             self.gsu = FieldEmbedding(n_items, n_cats, gsu_dim, gsu_dim, cfg.embedding_std)
             self.aux_tower = mlp(3 * self.gsu.dim, (cfg.mlp[-1],) if cfg.mlp else ())
-        d = self.representation.dim
+        d = self.representation.dim + (cfg.time_dim if self.represent_time else 0)
         self.tower = mlp(3 * d, cfg.mlp)
         self.whole_history_tower = (
             mlp(3 * d, cfg.mlp[:1]) if cfg.aux_loss and search != "separate" else None
@@ -146,13 +167,21 @@ class TwoStageNet(RankingNet):
         return topk_search(scores, mask, self.top_k)
 
     # ------------------------------------------------------------------------------ forward
+    def represent(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Representations of the targets (B, d) and of the behaviours (B or 1, L, d)."""
+        target = self.representation(batch["item"], batch["category"])
+        hist = self.representation(batch["hist_item"], batch["hist_cat"])
+        if self.represent_time:
+            target = torch.cat([target, self.target_time.expand(target.shape[0], -1)], dim=-1)
+            hist = torch.cat([hist, self.representation_time(batch["hist_time"])], dim=-1)
+        return target, hist
+
     def forward(self, batch: Batch) -> torch.Tensor:
         return self._logits(batch)[0]
 
     def _logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """CTR logits and, with the auxiliary loss, the whole-history tower's logits."""
-        target = self.representation(batch["item"], batch["category"])
-        hist = self.representation(batch["hist_item"], batch["hist_cat"])
+        target, hist = self.represent(batch)
         scores = self.attention_scores(batch)
         if self.stop_gradient == "attention":
             scores = scores.detach()
