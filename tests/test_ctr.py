@@ -208,6 +208,41 @@ def test_repeat_breakdown_splits_the_positives_against_every_negative():
     assert out["new"] == pytest.approx({"dare": 0.75, "dare_att64": 0.75})
 
 
+def test_best_validation_widths_compare_runs_of_one_model_and_objective():
+    bench_ctr = benchmark_script("bench_ctr")
+    labels = [1, 1, 0, 0]
+    now = {"aux_loss": True, "time_in_representation": True}
+
+    def run(dim: int, cfg: dict | None, scores: list[float]) -> dict:
+        return {
+            "model": "dare",
+            "params": {"attention_dim": dim},
+            "model_config": cfg,
+            "test_labels": labels,
+            "test_scores": {"scores": [scores]},
+        }
+
+    res = {
+        "dare": run(16, now, [0.9, 0.4, 0.5, 0.1]),
+        "dare_att64": run(64, now, [0.9, 0.6, 0.5, 0.1]),
+        "dare_old": run(16, None, [0.9, 0.8, 0.5, 0.1]),  # before the options: never picked
+        "dare_noaux": run(16, {"aux_loss": False}, [0.9, 0.8, 0.5, 0.1]),
+    }
+    valid = {"dare": 0.7, "dare_att64": 0.7, "dare_old": 0.9, "dare_noaux": 0.9}
+    table = {
+        name: {
+            "seeds": [0],
+            "valid_auc_mean": v,
+            "auc": {"mean": bench_ctr.auc(labels, res[name]["test_scores"]["scores"][0])},
+        }
+        for name, v in valid.items()
+    }
+    assert bench_ctr.objective(res["dare_old"]) == (False, False)
+    out = bench_ctr.best_validation_widths(res, table)
+    assert out["configs"] == {"16": "dare", "64": "dare_att64"}
+    assert out["auc_diff_points"] == pytest.approx(-25.0)
+
+
 def test_negative_sampler_frequency_proportional():
     freq = np.array([0.0, 1.0, 2.0, 7.0, 10.0])
     seen = sp.csr_matrix(([1.0], ([0], [4])), shape=(1, 5))  # user 0 saw item 4: never drawn
