@@ -82,6 +82,13 @@ class RankingNet(nn.Module):
         return nn.functional.binary_cross_entropy_with_logits(self(batch), batch["label"])
 
 
+def init_padded(table: nn.Embedding, std: float) -> None:
+    """Normal initial weights of standard deviation ``std``, with row 0 (padding) zero."""
+    nn.init.normal_(table.weight, std=std)
+    with torch.no_grad():
+        table.weight[0].zero_()
+
+
 class FieldEmbedding(nn.Module):
     """Item and category embeddings concatenated (id 0 = padding, a zero vector)."""
 
@@ -92,9 +99,7 @@ class FieldEmbedding(nn.Module):
         self.item = nn.Embedding(n_items, item_dim, padding_idx=0)
         self.category = nn.Embedding(n_categories, category_dim, padding_idx=0)
         for table in (self.item, self.category):
-            nn.init.normal_(table.weight, std=std)
-            with torch.no_grad():
-                table.weight[0].zero_()
+            init_padded(table, std)
         self.dim = item_dim + category_dim
 
     def forward(self, items: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,7 @@ from polyrec.models.ranking.base import (
     RankerConfig,
     RankingNet,
     batched_dot,
+    init_padded,
     masked_softmax,
     mlp,
     topk_search,
@@ -74,9 +75,7 @@ def interval_embedding(n_buckets: int, dim: int) -> tuple[nn.Embedding, nn.Param
     """Embeddings of the behaviours' time-interval buckets (0 = padding, a zero vector) and
     the vector of the target's own interval, 0 (the repository's time id 0)."""
     table = nn.Embedding(n_buckets, dim, padding_idx=0)
-    nn.init.normal_(table.weight, std=0.05)
-    with torch.no_grad():
-        table.weight[0].zero_()
+    init_padded(table, 0.05)
     return table, nn.Parameter(torch.randn(dim) * 0.05)
 
 
